@@ -1,0 +1,34 @@
+"""infoflow: study how information flows through neural networks while they learn.
+
+Importing this package is cheap: torch, mlflow and optuna load only when a name that needs
+them is used. Plugins use only what is exported here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from infoflow_track.errors import UserError
+from infoflow_track.hparams import HParams, hparam
+from infoflow_track.plugin import Plugin, RunContext
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Dataset": "infoflow_track.data",
+    "RunSettings": "infoflow_track.settings",
+    "evaluate": "infoflow_track.engine",
+    "fit_backprop": "infoflow_track.engine",
+    "plan_run": "infoflow_track.experiment",
+    "execute_run": "infoflow_track.experiment",
+    "Tracker": "infoflow_track.tracking",
+}
+
+__all__ = ["HParams", "Plugin", "RunContext", "UserError", "__version__", "hparam", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'infoflow_track' has no attribute {name!r}")

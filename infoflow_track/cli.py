@@ -1,0 +1,177 @@
+"""The ``infoflow`` command: parses, calls the library, prints, exits. No logic of its own.
+
+User errors print one line and exit 2. Nothing heavy (torch, mlflow, optuna) is imported at
+module level, so ``infoflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+
+from infoflow_track.errors import UserError
+
+app = typer.Typer(
+    help="Study how information flows through neural networks while they learn.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+plugins_app = typer.Typer(help="List and inspect experiment plugins.", no_args_is_help=True)
+app.add_typer(plugins_app, name="plugins")
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a UserError into one line on stderr and exit status 2."""
+    try:
+        yield
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(UserError.exit_code) from None
+
+
+@plugins_app.command("list")
+def plugins_list() -> None:
+    """Every registered plugin with its package and version; broken ones with the reason."""
+    from infoflow_track.registry import discover
+
+    entries = discover()
+    if not entries:
+        typer.echo("no plugins registered (install infoflow-plugins or a third-party plugin)")
+    for entry in entries.values():
+        reason = entry.broken_reason()
+        where = f"{entry.package} {entry.version}"
+        if reason is None:
+            typer.echo(f"{entry.name:<20} {where:<28} {entry.load().summary}")
+        else:
+            typer.echo(f"{entry.name:<20} {where:<28} BROKEN: {reason}")
+
+
+@plugins_app.command("show")
+def plugins_show(name: Annotated[str, typer.Argument(help="plugin name")]) -> None:
+    """A plugin's hyperparameters (type, default, valid range, help) and search space."""
+    from infoflow_track.hparams import format_value, specs
+    from infoflow_track.registry import get_entry
+
+    with user_errors():
+        entry = get_entry(name)
+        cls = entry.load()
+    typer.echo(f"{entry.name} — {cls.summary}\npackage: {entry.package} {entry.version}\n")
+    typer.echo("hyperparameters (--set key=value):")
+    for spec in specs(cls.Config).values():
+        default = format_value(spec.default)
+        row = f"  {spec.name:<16} {spec.type_name:<14} default {default:<14} {spec.valid_text}"
+        typer.echo(row)
+        if spec.help:
+            typer.echo(f"  {'':<16} {spec.help}")
+    if cls.search_space:
+        typer.echo("\ndefault search space:")
+        for key, dist in cls.search_space.items():
+            typer.echo(f"  {key:<16} {dict(dist)}")
+
+
+@app.command("datasets")
+def datasets() -> None:
+    """The datasets this machine can load, and why the others cannot be."""
+    from infoflow_track.data import SOURCES, describe_datasets
+
+    for name, summary, reason in describe_datasets():
+        state = "available" if reason is None else f"unavailable: {reason}"
+        typer.echo(f"{name:<12} {state:<12} {summary}")
+        if SOURCES[name].options:
+            opts = ", ".join(f"{k}=<{v}>" for k, v in SOURCES[name].options.items())
+            typer.echo(f"{'':<12} options: {name}:{opts}")
+
+
+@app.command("run")
+def run(
+    plugin: Annotated[str, typer.Argument(help="plugin name (see `infoflow plugins list`)")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="hyperparameter key=value, repeatable")
+    ] = None,
+    dataset: Annotated[str, typer.Option(help="dataset spec, see `infoflow datasets`")] = "digits",
+    classes: Annotated[str | None, typer.Option(help="class subset, e.g. 8,9")] = None,
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 10,
+    batch_size: Annotated[int, typer.Option(help="minibatch size")] = 64,
+    seed: Annotated[int, typer.Option(help="seed of initialisation and batch order")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
+    probe_size: Annotated[int, typer.Option(help="samples in the fixed probe set")] = 4096,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default: the plugin name)")
+    ] = None,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow store (default: $MLFLOW_TRACKING_URI or mlruns/)")
+    ] = None,
+) -> None:
+    """Train one plugin once and record the run in MLflow."""
+    from infoflow_track.experiment import execute_run, plan_run
+    from infoflow_track.hparams import parse_assignments
+    from infoflow_track.settings import RunSettings, parse_classes
+    from infoflow_track.tracking import Tracker
+
+    with user_errors():
+        settings = RunSettings(
+            dataset=dataset, classes=parse_classes(classes), epochs=epochs,
+            batch_size=batch_size, seed=seed, device=device, probe_size=probe_size,
+        )  # fmt: skip
+        plan = plan_run(plugin, parse_assignments(set_ or []), settings)
+    tracker = Tracker(tracking_uri)
+    typer.echo(
+        f"{plan.entry.name} on {settings.dataset} ({plan.data.x_train.shape[0]} train, "
+        f"{plan.data.x_test.shape[0]} test, {plan.data.num_classes} classes) on {plan.device}"
+    )
+    with _epoch_progress(settings.epochs) as listener:
+        result = execute_run(
+            plan, tracker, experiment=experiment, run_name=run_name, listeners=[listener]
+        )
+    summary = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+    typer.echo(f"done: run {result.run_id}\n  {summary}\n  store: {tracker.uri}")
+    typer.echo("  open the MLflow UI with `infoflow ui` (http://127.0.0.1:5000)")
+
+
+@contextmanager
+def _epoch_progress(epochs: int) -> Iterator:
+    """A rich progress bar over epochs, and a line of metrics per epoch."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task("training", total=epochs)
+
+        def listener(step: int, metrics: dict[str, float]) -> None:
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" in k)
+            progress.console.print(f"epoch {step:>3}  {shown}", soft_wrap=True)
+            progress.update(task, completed=min(step, epochs))
+
+        yield listener
+
+
+@app.command("ui")
+def ui(
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store to serve")] = None,
+) -> None:
+    """Serve the MLflow UI for the store (default mlruns/) on http://127.0.0.1:PORT."""
+    from infoflow_track.tracking import artifact_root, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    root = artifact_root(uri)
+    if root is not None:
+        cmd += ["--default-artifact-root", root.as_uri()]
+    typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,117 @@
+"""The one training loop, and the per-epoch probe every run goes through.
+
+``train`` builds the model (seeded), hands the plugin a :class:`RunContext` and lets it fit.
+Each ``ctx.end_epoch(model)`` evaluates accuracy and loss on train and test, runs the
+epoch-end hooks (measures attach here), logs every metric as one batch with step = epoch and
+tells the listeners (progress display, pruning). A non-finite training loss stops the run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from infoflow_track.data import Dataset
+from infoflow_track.plugin import Plugin, RunContext
+from infoflow_track.settings import RunSettings
+
+#: An epoch-end hook gets the model and the run context and returns metrics to log.
+EpochHook = Callable[[torch.nn.Module, RunContext], Mapping[str, float]]
+#: A listener gets (step, metrics of that step) after they are logged.
+EpochListener = Callable[[int, Mapping[str, float]], None]
+
+_EVAL_CHUNK = 8192  # samples per forward pass when evaluating
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class MetricSink(Protocol):
+    """Where epoch metrics go; the tracking run logger satisfies it."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    metrics: dict[str, float]  # the last epoch's metrics
+    steps: int  # epochs completed, over all phases
+
+
+def fit_backprop(plugin: Plugin, model: torch.nn.Module, ctx: RunContext) -> None:
+    """The standard loop: minibatch SGD with the plugin's optimizer and training step."""
+    optimizer = plugin.configure_optimizer(model, ctx.config)
+    for _ in range(ctx.epochs):
+        model.train()
+        for x, y in ctx.batches():
+            loss = plugin.training_step(model, x, y, ctx.config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        ctx.end_epoch(model)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(accuracy in [0, 1], mean cross-entropy in nats) of ``model`` on x (N, ...), y (N,)."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), device=x.device)
+    loss = torch.zeros((), device=x.device)
+    for start in range(0, x.shape[0], _EVAL_CHUNK):
+        logits = model(x[start : start + _EVAL_CHUNK]).float()
+        target = y[start : start + _EVAL_CHUNK]
+        loss += F.cross_entropy(logits, target, reduction="sum")
+        correct += (logits.argmax(dim=1) == target).sum()
+    model.train(was_training)
+    n = max(x.shape[0], 1)
+    return correct.item() / n, loss.item() / n
+
+
+def train(
+    plugin: Plugin,
+    config: Any,
+    data: Dataset,
+    settings: RunSettings,
+    *,
+    sink: MetricSink | None = None,
+    hooks: Sequence[EpochHook] = (),
+    listeners: Sequence[EpochListener] = (),
+) -> TrainResult:
+    """Build and fit the plugin's model; every epoch end is evaluated, hooked, logged, heard."""
+    device = data.device
+    torch.manual_seed(settings.seed)
+    model = plugin.build(config, data).to(device)
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    last: dict[str, float] = {}
+
+    def on_epoch_end(model: torch.nn.Module, step: int) -> dict[str, float]:
+        acc_train, loss_train = evaluate(model, data.x_train, data.y_train)
+        acc_test, loss_test = evaluate(model, data.x_test, data.y_test)
+        metrics = {
+            "acc/train": acc_train,
+            "acc/test": acc_test,
+            "loss/train": loss_train,
+            "loss/test": loss_test,
+        }
+        for hook in hooks:
+            metrics.update(hook(model, ctx))
+        if sink is not None:
+            sink.log_metrics(metrics, step)
+        for listener in listeners:
+            listener(step, metrics)
+        last.clear()
+        last.update(metrics)
+        if not math.isfinite(loss_train):
+            raise DivergedError(f"training loss is {loss_train} at epoch {step}")
+        return metrics
+
+    ctx = RunContext(config, data, settings, device, generator, on_epoch_end)
+    plugin.fit(model, ctx)
+    return TrainResult(dict(last), ctx.step)

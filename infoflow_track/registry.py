@@ -1,0 +1,148 @@
+"""Plugin discovery through the ``infoflow.plugins`` entry-point group.
+
+Find first, load later: :func:`discover` reads entry-point metadata only (name, target,
+package, version) and imports nothing. :meth:`PluginEntry.load` imports one plugin and checks
+its contract; a plugin that fails either is *broken*, with the reason kept, while every other
+plugin keeps working. Two packages registering one name make that name broken, naming both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from infoflow_track.errors import UserError, choices_text
+
+ENTRY_POINT_GROUP = "infoflow.plugins"
+_NAME_RE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+
+
+class PluginError(UserError):
+    """A plugin that cannot be used: failed import, broken contract or duplicate name."""
+
+
+@dataclass
+class PluginEntry:
+    """One registered plugin, known from metadata; ``load()`` imports and checks it once."""
+
+    name: str
+    target: str  # "module:Class"
+    package: str
+    version: str
+    conflict: str | None = None  # set when several packages register this name
+    _loaded: Any = field(default=None, repr=False)
+    _error: str | None = field(default=None, repr=False)
+
+    def load(self) -> type:
+        """The plugin class; raises :class:`PluginError` with the reason if it is broken."""
+        if self._loaded is None and self._error is None:
+            self._error = self.conflict
+            if self._error is None:
+                try:
+                    cls = metadata.EntryPoint(self.name, self.target, ENTRY_POINT_GROUP).load()
+                    check_contract(cls, self.name)
+                    self._loaded = cls
+                except Exception as exc:  # any failure of third-party code marks it broken
+                    self._error = f"{type(exc).__name__}: {exc}"
+        if self._error is not None:
+            raise PluginError(f"plugin '{self.name}' ({self.package}) is broken: {self._error}")
+        return self._loaded
+
+    def broken_reason(self) -> str | None:
+        """None if the plugin loads and meets the contract, else why not."""
+        try:
+            self.load()
+        except PluginError:
+            return self._error
+        return None
+
+
+def discover() -> dict[str, PluginEntry]:
+    """Every plugin registered in this environment, by name, without importing any."""
+    found: dict[str, PluginEntry] = {}
+    seen: set[tuple[str, str, str]] = set()
+    for dist in metadata.distributions():
+        package = dist.metadata["Name"] or "?"
+        for ep in dist.entry_points:
+            if ep.group != ENTRY_POINT_GROUP:
+                continue
+            key = (ep.name, ep.value, package)
+            if key in seen:  # one distribution visible twice on sys.path
+                continue
+            seen.add(key)
+            entry = PluginEntry(ep.name, ep.value, package, dist.version)
+            other = found.get(ep.name)
+            if other is not None:
+                reason = (
+                    f"duplicate plugin name '{ep.name}' registered by both "
+                    f"{other.package} ({other.target}) and {package} ({ep.value})"
+                )
+                other.conflict = entry.conflict = reason
+            found.setdefault(ep.name, entry)
+    return dict(sorted(found.items()))
+
+
+def get_entry(name: str) -> PluginEntry:
+    """The entry of plugin ``name``, or :class:`UserError` listing the registered names."""
+    entries = discover()
+    if name not in entries:
+        raise UserError(f"unknown plugin '{name}': registered are {choices_text(entries)}")
+    return entries[name]
+
+
+def check_contract(cls: Any, entry_name: str) -> None:
+    """Raise ``TypeError`` naming the first way ``cls`` breaks the plugin contract."""
+    from infoflow_track.hparams import HParams, check_value, parse_value, specs
+    from infoflow_track.plugin import SEARCH_SPACE_TYPES, Plugin
+
+    if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+        raise TypeError(f"{cls!r} is not a subclass of infoflow_track.Plugin")
+    if cls.name != entry_name or not _NAME_RE.fullmatch(cls.name):
+        raise TypeError(
+            f"{cls.__name__}.name is {cls.name!r}; it must equal the entry-point name "
+            f"'{entry_name}' (lowercase letters, digits, dashes)"
+        )
+    if not isinstance(cls.summary, str) or not cls.summary.strip():
+        raise TypeError(f"{cls.__name__}.summary must be a non-empty one-line string")
+    config = getattr(cls, "Config", None)
+    if not (dataclasses.is_dataclass(config) and isinstance(config, type)):
+        raise TypeError(f"{cls.__name__}.Config must be a dataclass")
+    if not (issubclass(config, HParams) and config.__dataclass_params__.frozen):
+        raise TypeError(f"{cls.__name__}.Config must be a frozen dataclass deriving from HParams")
+    defaults = config()  # every field has a valid default, or this raises
+    if cls.build is Plugin.build:
+        raise TypeError(f"{cls.__name__} does not implement build(config, data)")
+    default_fit = cls.fit is Plugin.fit and cls.configure_optimizer is Plugin.configure_optimizer
+    if default_fit and not hasattr(defaults, "lr"):
+        raise TypeError(
+            f"{cls.__name__}.Config has no 'lr' for the default optimizer: add it or "
+            "override configure_optimizer"
+        )
+    fields = specs(config)
+    for key, dist in cls.search_space.items():
+        if key not in fields:
+            raise TypeError(
+                f"search space names '{key}', which is not a hyperparameter: "
+                f"valid are {choices_text(fields)}"
+            )
+        kind = dist.get("type")
+        if kind not in SEARCH_SPACE_TYPES:
+            raise TypeError(
+                f"search space entry '{key}' has type {kind!r}: valid are "
+                f"{choices_text(SEARCH_SPACE_TYPES)}"
+            )
+        values = (
+            dist.get("choices", [])
+            if kind == "categorical"
+            else [dist.get("low"), dist.get("high")]
+        )
+        if not values or any(v is None for v in values):
+            raise TypeError(f"search space entry '{key}' needs low and high, or choices")
+        try:
+            for v in values:
+                check_value(fields[key], parse_value(fields[key], v) if isinstance(v, str) else v)
+        except UserError as exc:
+            raise TypeError(f"search space entry '{key}': {exc}") from None

@@ -1,0 +1,64 @@
+"""Run-level settings: everything about a run that is not a plugin hyperparameter."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from infoflow_track.errors import UserError
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Dataset, split, schedule, seed and device of one run; validated on construction.
+
+    ``classes`` keeps a subset of the dataset's labels (relabelled 0..k-1 in the given order);
+    ``probe_size`` is the number of fixed samples on which measures are taken every epoch.
+    """
+
+    dataset: str = "digits"
+    classes: tuple[int, ...] | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    probe_size: int = 4096
+    test_fraction: float = 0.2
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        _at_least("epochs", self.epochs, 1)
+        _at_least("batch-size", self.batch_size, 1)
+        _at_least("seed", self.seed, 0)
+        _at_least("probe-size", self.probe_size, 1)
+        _at_least("split-seed", self.split_seed, 0)
+        if not (math.isfinite(self.test_fraction) and 0.0 < self.test_fraction < 1.0):
+            raise UserError(f"invalid --test-fraction {self.test_fraction}: valid is 0 < x < 1")
+        if self.classes is not None:
+            if len(self.classes) < 2:
+                raise UserError(f"invalid --classes {self.classes}: give at least two classes")
+            if len(set(self.classes)) != len(self.classes):
+                raise UserError(f"invalid --classes {self.classes}: a class is repeated")
+
+    def as_params(self) -> dict[str, str]:
+        """Flat ``{name: text}`` form for tracking."""
+        out = {k: str(v) for k, v in asdict(self).items()}
+        out["classes"] = "all" if self.classes is None else ",".join(map(str, self.classes))
+        return out
+
+
+def parse_classes(text: str | None) -> tuple[int, ...] | None:
+    """``"8,9"`` -> ``(8, 9)``; ``None`` or ``"all"`` -> ``None`` (every class)."""
+    if text is None or text.strip().lower() == "all":
+        return None
+    try:
+        return tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise UserError(
+            f"invalid --classes {text!r}: expected comma-separated integer labels, e.g. 8,9"
+        ) from None
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise UserError(f"invalid --{name} {value!r}: valid is an integer >= {low}")

@@ -1,0 +1,73 @@
+"""``mlp``: a fully connected classifier with configurable hidden widths and activation.
+
+Every hidden layer (after its activation) is probed, named ``hidden1`` .. ``hiddenK`` from
+input to output. Inputs of any shape are flattened.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from infoflow_track import HParams, Plugin, hparam
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+@dataclass(frozen=True)
+class MLPConfig(HParams):
+    widths: tuple[int, ...] = hparam(
+        (256, 128, 64), low=1, high=65536, help="hidden layer widths, input side first"
+    )
+    activation: str = hparam("relu", choices=tuple(ACTIVATIONS), help="hidden nonlinearity")
+    lr: float = hparam(1e-3, low=1e-6, high=1.0, log=True, help="Adam learning rate")
+    weight_decay: float = hparam(0.0, low=0.0, high=1.0, help="Adam L2 weight decay")
+
+
+class MLP(nn.Module):
+    """x (B, *input_shape) -> logits (B, num_classes), through ``len(widths)`` hidden layers."""
+
+    def __init__(self, in_features: int, widths: tuple[int, ...], num_classes: int,
+                 activation: str) -> None:  # fmt: skip
+        super().__init__()
+        sizes = (in_features, *widths)
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
+        self.act = ACTIVATIONS[activation]()
+        self.readout = nn.Linear(sizes[-1], num_classes)
+        self.layer_names = tuple(f"hidden{i + 1}" for i in range(len(widths)))
+
+    def forward_intermediates(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(logits (B, C), {hidden<i>: activation (B, width_i)})."""
+        h = x.flatten(1)
+        acts = {}
+        for name, layer in zip(self.layer_names, self.hidden, strict=True):
+            h = self.act(layer(h))
+            acts[name] = h
+        return self.readout(h), acts
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.flatten(1)
+        for layer in self.hidden:
+            h = self.act(layer(h))
+        return self.readout(h)
+
+
+class MLPPlugin(Plugin):
+    name = "mlp"
+    summary = "fully connected net, hidden widths and activation configurable (backprop, Adam)"
+    Config = MLPConfig
+    search_space: ClassVar[dict[str, dict]] = {
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        "widths": {"type": "categorical", "choices": ["128", "256,128,64", "512,256,128,64,32"]},
+        "activation": {"type": "categorical", "choices": ["relu", "tanh"]},
+    }
+
+    def build(self, config: MLPConfig, data) -> MLP:
+        return MLP(math.prod(data.input_shape), config.widths, data.num_classes, config.activation)

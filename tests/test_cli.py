@@ -1,0 +1,211 @@
+"""The `infoflow` command end to end: a real run read back from MLflow, bad input, broken
+plugins, the UI server, and a cheap `--help`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import INFOFLOW, file_digest, plant_plugin, run_cli
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from infoflow_track.cli import app
+
+EPOCHS = 5
+METRICS = ("acc/train", "acc/test", "loss/train")
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory):
+    """`infoflow run mlp --dataset digits --epochs 5` with default settings, default store."""
+    cwd = tmp_path_factory.mktemp("run")
+    proc = run_cli("run", "mlp", "--dataset", "digits", "--epochs", str(EPOCHS), cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    client = MlflowClient(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("mlp").experiment_id])
+    return cwd, proc, client, run
+
+
+def test_run_records_every_epoch_of_every_metric(digits_run) -> None:
+    _, proc, client, run = digits_run
+    assert run.info.status == "FINISHED"
+    assert run.info.run_id in proc.stdout
+    for key in METRICS:
+        history = client.get_metric_history(run.info.run_id, key)
+        assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1)), key
+    # one batch per epoch: every metric of a step carries that batch's single timestamp
+    for step in range(1, EPOCHS + 1):
+        stamps = {
+            m.timestamp
+            for key in METRICS
+            for m in client.get_metric_history(run.info.run_id, key)
+            if m.step == step
+        }
+        assert len(stamps) == 1
+
+
+def test_run_records_all_params_and_identity_tags(digits_run) -> None:
+    _, _, _, run = digits_run
+    params = run.data.params
+    assert params["widths"] == "256,128,64" and params["activation"] == "relu"
+    assert params["lr"] == "0.001" and params["weight_decay"] == "0.0"
+    assert params["dataset"] == "digits" and params["epochs"] == str(EPOCHS)
+    assert params["classes"] == "all" and params["device"] == "cpu"
+    for key in ("batch_size", "seed", "probe_size", "test_fraction", "split_seed"):
+        assert key in params
+    tags = run.data.tags
+    assert tags["infoflow.plugin"] == "mlp"
+    assert tags["infoflow.plugin_package"] == "infoflow-plugins"
+    assert tags["infoflow.plugin_version"] == "0.1.0"
+    assert tags["infoflow.device"] == "cpu"
+
+
+def test_default_mlp_learns_digits(digits_run) -> None:
+    _, _, client, run = digits_run
+    final = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "acc/test")}
+    assert final[EPOCHS] > 0.90
+    assert final[EPOCHS] > final[1]
+
+
+BAD_INPUTS = {
+    "unknown plugin": (["run", "nope"], "unknown plugin 'nope'", "mlp"),
+    "unknown dataset": (["run", "mlp", "--dataset", "imagenet"], "'imagenet'", "digits, ib12"),
+    "unknown hyperparameter": (["run", "mlp", "--set", "depth=3"], "'depth'", "widths, activation"),
+    "wrong type": (["run", "mlp", "--set", "lr=fast"], "'lr'", "1e-06 <= x <= 1"),
+    "out of range": (["run", "mlp", "--set", "lr=5"], "'lr'", "1e-06 <= x <= 1"),
+    "bad choice": (["run", "mlp", "--set", "activation=gelu"], "'activation'", "relu, tanh"),
+    "malformed --set": (["run", "mlp", "--set", "lr"], "malformed --set 'lr'", "key=value"),
+    "unavailable device": (["run", "mlp", "--device", "cuda:99"], "'cuda:99'", "auto, cpu"),
+    "unknown device": (["run", "mlp", "--device", "tpu"], "'tpu'", "auto, cpu"),
+    "absent class": (["run", "mlp", "--classes", "8,42"], "42", "0, 1, 2"),
+    "zero epochs": (["run", "mlp", "--epochs", "0"], "--epochs 0", ">= 1"),
+    "unknown plugin to show": (["plugins", "show", "nope"], "'nope'", "mlp"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_naming_it_and_writes_nothing(
+    case: str, digits_run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cwd = digits_run[0]
+    db = cwd / "mlruns" / "mlflow.db"
+    before = (file_digest(db), sorted(p.name for p in (cwd / "mlruns").iterdir()))
+    monkeypatch.chdir(cwd)
+    args, named, valid = BAD_INPUTS[case]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert message.startswith("error: ") and "\n" not in message
+    assert named in message and valid in message
+    assert (file_digest(db), sorted(p.name for p in (cwd / "mlruns").iterdir())) == before
+
+
+def test_bad_input_in_a_fresh_directory_creates_no_store(tmp_path: Path) -> None:
+    proc = run_cli("run", "mlp", "--set", "widths=0", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_tracking_uri_from_the_environment_is_used(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'elsewhere' / 'runs.db'}"
+    proc = run_cli(
+        "run", "mlp", "--dataset", "ib12", "--epochs", "1", "--set", "widths=10,7,5,4,3",
+        "--set", "activation=tanh", "--experiment", "ib12", cwd=tmp_path,
+        env={"MLFLOW_TRACKING_URI": uri},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "mlruns").exists()
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("ib12").experiment_id])
+    assert run.data.params["widths"] == "10,7,5,4,3" and run.data.params["dataset"] == "ib12"
+
+
+def test_planted_broken_plugin_is_listed_while_mlp_still_runs(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    plant_plugin(
+        site, "broken-dist", {"broken": "broken_mod:Plugin"},
+        {"broken_mod": "raise ImportError('needs a package that is not installed')"},
+    )  # fmt: skip
+    env = {"PYTHONPATH": str(site)}
+    listed = run_cli("plugins", "list", cwd=tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    lines = {line.split()[0]: line for line in listed.stdout.splitlines()}
+    assert "BROKEN: ImportError: needs a package that is not installed" in lines["broken"]
+    assert "broken-dist 0.3.1" in lines["broken"]
+    assert "BROKEN" not in lines["mlp"] and "infoflow-plugins 0.1.0" in lines["mlp"]
+
+    ran = run_cli("run", "mlp", "--epochs", "1", "--set", "widths=16", cwd=tmp_path, env=env)
+    assert ran.returncode == 0, ran.stderr
+    refused = run_cli("run", "broken", cwd=tmp_path, env=env)
+    assert refused.returncode == 2 and "plugin 'broken' (broken-dist) is broken" in refused.stderr
+
+
+def test_plugins_show_lists_each_hyperparameter() -> None:
+    result = CliRunner().invoke(app, ["plugins", "show", "mlp"])
+    assert result.exit_code == 0
+    section = result.stdout.split("default search space:")[0].splitlines()
+    rows = {line.split()[0]: line for line in section if line.startswith("  ") and line.strip()}
+    assert "list of int" in rows["widths"] and "256,128,64" in rows["widths"]
+    assert "one of relu, tanh" in rows["activation"]
+    assert "1e-06 <= x <= 1 (log scale)" in rows["lr"]
+    assert "Adam learning rate" in result.stdout
+
+
+def test_datasets_lists_what_is_available() -> None:
+    result = CliRunner().invoke(app, ["datasets"])
+    assert result.exit_code == 0
+    for name in ("digits", "ib12", "synthetic"):
+        assert any(
+            line.startswith(name) and "available" in line for line in result.stdout.splitlines()
+        )
+
+
+def test_help_imports_none_of_torch_mlflow_optuna() -> None:
+    code = (
+        "import sys\n"
+        "from infoflow_track.cli import main\n"
+        "sys.argv = ['infoflow', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'mlflow', 'optuna') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
+    assert "run" in proc.stdout and "plugins" in proc.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_serves_the_store_on_localhost(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    server = subprocess.Popen(
+        [INFOFLOW, "ui", "--port", str(port)], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "MLflow UI did not come up"
+                time.sleep(0.5)
+        assert (tmp_path / "mlruns" / "mlflow.db").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

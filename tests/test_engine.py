@@ -1,0 +1,110 @@
+"""The training loop: reproducibility, batching, evaluation, hooks, custom fits, divergence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from infoflow_plugins.mlp import MLPConfig, MLPPlugin
+
+from infoflow_track.data import load_dataset
+from infoflow_track.engine import DivergedError, evaluate, train
+from infoflow_track.settings import RunSettings
+
+CPU = torch.device("cpu")
+SETTINGS = RunSettings(dataset="digits", epochs=2, batch_size=128)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(SETTINGS, CPU)
+
+
+def _train(data, settings=SETTINGS, plugin=None, **kwargs):
+    return train(plugin or MLPPlugin(), MLPConfig(widths=(32,)), data, settings, **kwargs)
+
+
+def test_same_seed_same_run_other_seed_other_run(digits) -> None:
+    a, b = _train(digits), _train(digits)
+    assert a.metrics == b.metrics
+    c = _train(digits, RunSettings(dataset="digits", epochs=2, batch_size=128, seed=1))
+    assert c.metrics["loss/train"] != a.metrics["loss/train"]
+
+
+def test_every_epoch_is_a_permutation_of_the_training_set(digits) -> None:
+    seen = []
+
+    class Recorder(MLPPlugin):
+        def fit(self, model, ctx):
+            for _ in range(2):
+                ys = [y for _, y in ctx.batches()]
+                sizes = [len(y) for y in ys]
+                assert max(sizes) == ctx.settings.batch_size and sum(sizes) == len(digits.y_train)
+                seen.append(torch.cat(ys))
+                ctx.end_epoch(model)
+
+    _train(digits, plugin=Recorder())
+    for order in seen:
+        assert torch.equal(order.sort().values, digits.y_train.sort().values)
+    assert not torch.equal(seen[0], seen[1])  # a fresh permutation each epoch
+
+
+def test_evaluate_matches_an_independent_computation(digits) -> None:
+    torch.manual_seed(0)
+    model = MLPPlugin().build(MLPConfig(widths=(16,)), digits)
+    acc, loss = evaluate(model, digits.x_test, digits.y_test)
+    with torch.no_grad():
+        logits = model(digits.x_test).double().numpy()
+    y = digits.y_test.numpy()
+    log_softmax = logits - logits.max(1, keepdims=True)
+    log_softmax -= np.log(np.exp(log_softmax).sum(1, keepdims=True))
+    assert acc == pytest.approx(float((logits.argmax(1) == y).mean()))
+    assert loss == pytest.approx(float(-log_softmax[np.arange(len(y)), y].mean()), rel=1e-5)
+
+
+def test_custom_fit_phases_hooks_and_listeners_share_one_epoch_clock(digits) -> None:
+    """A non-backprop rule: two phases, each calling end_epoch; hooks add metrics."""
+    heard = []
+
+    class TwoPhases(MLPPlugin):
+        def fit(self, model, ctx):
+            for _phase in range(2):
+                for _ in range(ctx.epochs):
+                    ctx.end_epoch(model)
+
+    result = _train(
+        digits,
+        plugin=TwoPhases(),
+        hooks=[lambda model, ctx: {"probe/n": float(ctx.data.x_probe.shape[0])}],
+        listeners=[lambda step, metrics: heard.append((step, dict(metrics)))],
+    )
+    assert [step for step, _ in heard] == [1, 2, 3, 4]
+    assert result.steps == 4
+    assert all(m["probe/n"] == 1797 for _, m in heard)
+    assert {"acc/train", "acc/test", "loss/train", "loss/test"} <= set(heard[0][1])
+
+
+def test_untrained_model_is_at_chance_and_training_learns(digits) -> None:
+    class Untrained(MLPPlugin):
+        def fit(self, model, ctx):
+            ctx.end_epoch(model)
+
+    before = _train(digits, plugin=Untrained()).metrics
+    after = _train(digits).metrics
+    assert before["acc/test"] < 0.35  # 10 classes: chance is 0.1
+    assert after["acc/test"] > before["acc/test"] + 0.3
+    assert after["loss/train"] < before["loss/train"]
+    assert math.isclose(before["loss/train"], math.log(10), rel_tol=0.15)
+
+
+def test_nan_loss_stops_the_run_as_diverged(digits) -> None:
+    class Diverging(MLPPlugin):
+        def training_step(self, model, x, y, config):
+            return super().training_step(model, x, y, config) * float("nan")
+
+    heard = []
+    with pytest.raises(DivergedError, match="epoch 1"):
+        _train(digits, plugin=Diverging(), listeners=[lambda s, m: heard.append(m)])
+    assert len(heard) == 1 and math.isnan(heard[0]["loss/train"])  # logged, then stopped

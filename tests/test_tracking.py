@@ -1,0 +1,77 @@
+"""MLflow tracking on a real SQLite store: layout, URI resolution, batched logging, parents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from infoflow_track.tracking import Tracker, resolve_tracking_uri
+
+
+class CountingClient:
+    """The real MlflowClient, with a count of ``log_batch`` calls."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client = client
+        self.log_batch_calls = 0
+
+    def log_batch(self, *args, **kwargs):
+        self.log_batch_calls += 1
+        return self._client.log_batch(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_default_store_is_sqlite_under_mlruns_with_artifacts_beside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    tracker = Tracker()
+    assert tracker.uri == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    run = tracker.start_run("exp")
+    run.log_dict({"a": 1}, "config.json")
+    run.end()
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file()
+    stored = list((tmp_path / "mlruns" / "artifacts").rglob("config.json"))
+    assert len(stored) == 1
+    assert Tracker().experiment_id("exp") == tracker.experiment_id("exp")  # created once
+
+
+def test_explicit_uri_beats_environment_beats_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///from-env.db")
+    assert resolve_tracking_uri() == "sqlite:///from-env.db"
+    assert resolve_tracking_uri("sqlite:///explicit.db") == "sqlite:///explicit.db"
+
+
+def test_metrics_of_a_step_go_in_one_call_and_params_in_batches(sqlite_uri: str) -> None:
+    tracker = Tracker(sqlite_uri)
+    run = tracker.start_run("exp", run_name="r", tags={"infoflow.plugin": "mlp"})
+    counting = CountingClient(run.client)
+    run.client = counting
+    for step in (1, 2, 3):
+        run.log_metrics({f"mi_xt/layer{i}": i * step for i in range(40)}, step=step)
+    assert counting.log_batch_calls == 3
+    run.log_metrics({f"m{i}": float(i) for i in range(1500)}, step=1)  # past MLflow's limit
+    assert counting.log_batch_calls == 5
+    run.log_params({f"p{i}": i for i in range(250)})
+    run.end()
+
+    stored = MlflowClient(sqlite_uri).get_run(run.run_id)
+    assert len(stored.data.params) == 250 and stored.data.params["p249"] == "249"
+    assert len(stored.data.metrics) == 40 + 1500
+    history = MlflowClient(sqlite_uri).get_metric_history(run.run_id, "mi_xt/layer7")
+    assert sorted((m.step, m.value) for m in history) == [(1, 7), (2, 14), (3, 21)]
+    assert stored.info.status == "FINISHED" and stored.data.tags["infoflow.plugin"] == "mlp"
+
+
+def test_child_runs_carry_an_explicit_parent(sqlite_uri: str) -> None:
+    tracker = Tracker(sqlite_uri)
+    parent = tracker.start_run("study")
+    child = tracker.start_run("study", parent_run_id=parent.run_id)
+    tags = MlflowClient(sqlite_uri).get_run(child.run_id).data.tags
+    assert tags["mlflow.parentRunId"] == parent.run_id
