@@ -127,13 +127,28 @@ def run(
         f"{plan.entry.name} on {settings.dataset} ({plan.data.x_train.shape[0]} train, "
         f"{plan.data.x_test.shape[0]} test, {plan.data.num_classes} classes) on {plan.device}"
     )
-    with _epoch_progress(settings.epochs) as listener:
+    with _run_outcome(), _epoch_progress(settings.epochs) as listener:
         result = execute_run(
             plan, tracker, experiment=experiment, run_name=run_name, listeners=[listener]
         )
     summary = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
     typer.echo(f"done: run {result.run_id}\n  {summary}\n  store: {tracker.uri}")
     typer.echo("  open the MLflow UI with `infoflow ui` (http://127.0.0.1:5000)")
+
+
+@contextmanager
+def _run_outcome() -> Iterator[None]:
+    """A diverged run exits 1 and Ctrl-C exits 130, each with one line (the run is closed)."""
+    from infoflow_track.engine import DivergedError
+
+    try:
+        yield
+    except DivergedError as exc:
+        typer.echo(f"failed: {exc}; the run is recorded as FAILED", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the run is recorded as KILLED", err=True)
+        raise typer.Exit(130) from None
 
 
 @contextmanager

@@ -4,6 +4,7 @@ plugins, the UI server, and a cheap `--help`."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -209,3 +210,48 @@ def test_ui_serves_the_store_on_localhost(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+NAN_PLUGIN = """
+from infoflow_plugins.mlp import MLPPlugin
+
+class NanPlugin(MLPPlugin):
+    name = "nan"
+
+    def training_step(self, model, x, y, config):
+        return super().training_step(model, x, y, config) * float("nan")
+"""
+
+
+def test_diverged_run_exits_1_and_is_recorded_failed(tmp_path: Path, sqlite_uri: str) -> None:
+    site = tmp_path / "site"
+    plant_plugin(site, "nan-dist", {"nan": "nan_mod:NanPlugin"}, {"nan_mod": NAN_PLUGIN})
+    proc = run_cli(
+        "run", "nan", "--epochs", "3", "--tracking-uri", sqlite_uri, cwd=tmp_path,
+        env={"PYTHONPATH": str(site)},
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "training loss is nan at epoch 1" in proc.stderr
+    client = MlflowClient(sqlite_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("nan").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["infoflow.error"].startswith("DivergedError")
+
+
+def test_ctrl_c_ends_the_run_as_killed(tmp_path: Path, sqlite_uri: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [INFOFLOW, "run", "mlp", "--dataset", "synthetic:size=2000,dim=16", "--epochs", "100000",
+         "--tracking-uri", sqlite_uri],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    for line in proc.stdout:  # wait until an epoch has been logged
+        if line.startswith("epoch"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    client = MlflowClient(sqlite_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("mlp").experiment_id])
+    assert run.info.status == "KILLED"
+    assert client.get_metric_history(run.info.run_id, "acc/test")  # what was done is kept
