@@ -7,13 +7,17 @@ them is used. Plugins use only what is exported here.
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 from typing import Any
 
 from infoflow_track.errors import UserError
 from infoflow_track.hparams import HParams, hparam
 from infoflow_track.plugin import Plugin, RunContext
 
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("infoflow-track")
+except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
 
 _LAZY = {
     "Dataset": "infoflow_track.data",

@@ -21,8 +21,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain usage errors, no boxes
 )
-plugins_app = typer.Typer(help="List and inspect experiment plugins.", no_args_is_help=True)
+plugins_app = typer.Typer(
+    help="List and inspect experiment plugins.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(plugins_app, name="plugins")
 
 
@@ -102,6 +105,8 @@ def run(
     seed: Annotated[int, typer.Option(help="seed of initialisation and batch order")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     probe_size: Annotated[int, typer.Option(help="samples in the fixed probe set")] = 4096,
+    test_fraction: Annotated[float, typer.Option(help="share of samples held out")] = 0.2,
+    split_seed: Annotated[int, typer.Option(help="seed of the train/test split")] = 0,
     experiment: Annotated[
         str | None, typer.Option(help="MLflow experiment (default: the plugin name)")
     ] = None,
@@ -114,15 +119,18 @@ def run(
     from infoflow_track.experiment import execute_run, plan_run
     from infoflow_track.hparams import parse_assignments
     from infoflow_track.settings import RunSettings, parse_classes
-    from infoflow_track.tracking import Tracker
+    from infoflow_track.tracking import Tracker, resolve_tracking_uri
 
     with user_errors():
         settings = RunSettings(
             dataset=dataset, classes=parse_classes(classes), epochs=epochs,
             batch_size=batch_size, seed=seed, device=device, probe_size=probe_size,
+            test_fraction=test_fraction, split_seed=split_seed,
         )  # fmt: skip
         plan = plan_run(plugin, parse_assignments(set_ or []), settings)
-    tracker = Tracker(tracking_uri)
+        tracker = Tracker(tracking_uri)
+        experiment = experiment or plan.entry.name
+        tracker.experiment_id(experiment)
     typer.echo(
         f"{plan.entry.name} on {settings.dataset} ({plan.data.x_train.shape[0]} train, "
         f"{plan.data.x_test.shape[0]} test, {plan.data.num_classes} classes) on {plan.device}"
@@ -132,8 +140,11 @@ def run(
             plan, tracker, experiment=experiment, run_name=run_name, listeners=[listener]
         )
     summary = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+    ui_command = "infoflow ui"
+    if tracker.uri != resolve_tracking_uri(None):
+        ui_command += f" --tracking-uri {tracker.uri}"
     typer.echo(f"done: run {result.run_id}\n  {summary}\n  store: {tracker.uri}")
-    typer.echo("  open the MLflow UI with `infoflow ui` (http://127.0.0.1:5000)")
+    typer.echo(f"  open the MLflow UI with `{ui_command}` (http://127.0.0.1:5000)")
 
 
 @contextmanager
@@ -147,7 +158,7 @@ def _run_outcome() -> Iterator[None]:
         typer.echo(f"failed: {exc}; the run is recorded as FAILED", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted: the run is recorded as KILLED", err=True)
+        typer.echo("interrupted: a started run is recorded as KILLED", err=True)
         raise typer.Exit(130) from None
 
 
@@ -171,13 +182,14 @@ def _epoch_progress(epochs: int) -> Iterator:
 
 @app.command("ui")
 def ui(
-    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1", min=1, max=65535)] = 5000,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store to serve")] = None,
 ) -> None:
     """Serve the MLflow UI for the store (default mlruns/) on http://127.0.0.1:PORT."""
     from infoflow_track.tracking import artifact_root, resolve_tracking_uri
 
-    uri = resolve_tracking_uri(tracking_uri)
+    with user_errors():
+        uri = resolve_tracking_uri(tracking_uri)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     root = artifact_root(uri)

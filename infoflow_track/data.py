@@ -11,6 +11,7 @@ Inputs are float32 of shape (N, *input_shape); labels int64 of shape (N,) in 0..
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -19,7 +20,9 @@ import numpy as np
 import torch
 
 from infoflow_track.errors import UserError, choices_text
-from infoflow_track.settings import RunSettings
+from infoflow_track.settings import MAX_SEED, RunSettings
+
+MAX_SYNTHETIC_SIZE = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class RawData:
 class Dataset:
     """Train, test and probe tensors on one device. The probe set is fixed for a given split."""
 
-    name: str
+    name: str  # canonical dataset spec
     x_train: torch.Tensor  # (N_train, *input_shape) float32
     y_train: torch.Tensor  # (N_train,) int64
     x_test: torch.Tensor  # (N_test, *input_shape)
@@ -63,8 +66,8 @@ class DatasetSource:
 
     name: str
     summary: str
-    load: Callable[..., RawData]
-    options: dict[str, str]  # option name -> help
+    load: Callable[..., RawData]  # called with every option, as text, by keyword
+    options: dict[str, tuple[str, str]]  # option name -> (default text, help)
     unavailable_reason: Callable[[], str | None] = lambda: None
 
 
@@ -95,19 +98,16 @@ def _load_ib12() -> RawData:
     return RawData(ib12_inputs(), ib12_labels(), ("0", "1"))
 
 
-def _load_synthetic(
-    size: str = "10000", dim: str = "", shape: str = "", classes: str = "10", seed: str = "0"
-) -> RawData:
-    n, k = _int_option("size", size, 2), _int_option("classes", classes, 2)
-    s = _int_option("seed", seed, 0)
+def _load_synthetic(size: str, dim: str, shape: str, classes: str, seed: str) -> RawData:
+    n = _int_option("size", size, 2, MAX_SYNTHETIC_SIZE)
+    k = _int_option("classes", classes, 2, 1000)
+    s = _int_option("seed", seed, 0, MAX_SEED)
     if dim and shape:
         raise UserError("synthetic: give dim or shape, not both")
-    try:
-        dims = tuple(int(p) for p in shape.lower().split("x")) if shape else (int(dim or 32),)
-    except ValueError:
-        raise UserError(f"synthetic: invalid shape {shape!r}, expected e.g. 1x28x28") from None
-    if min(dims) < 1:
-        raise UserError(f"synthetic: invalid shape {dims}: every dimension must be >= 1")
+    if shape:
+        dims = tuple(_int_option("shape", p, 1, 65536) for p in shape.lower().split("x"))
+    else:
+        dims = (_int_option("dim", dim or "32", 1, 1 << 20),)
     g = torch.Generator().manual_seed(s)
     d = int(np.prod(dims))
     # Class means of norm ~3 under unit isotropic noise: pairs of classes ~4.2 noise standard
@@ -118,22 +118,14 @@ def _load_synthetic(
     return RawData(x.reshape(n, *dims).numpy(), y.numpy(), tuple(str(c) for c in range(k)))
 
 
-def _int_option(name: str, text: str, low: int) -> int:
+def _int_option(name: str, text: str, low: int, high: int) -> int:
     try:
         value = int(text)
     except ValueError:
         value = low - 1
-    if value < low:
-        raise UserError(f"synthetic: invalid {name}={text!r}, valid is an integer >= {low}")
+    if not low <= value <= high:
+        raise UserError(f"synthetic: invalid {name}={text!r}, valid is an integer {low}..{high}")
     return value
-
-
-def _digits_unavailable() -> str | None:
-    try:
-        import sklearn.datasets  # noqa: F401
-    except ImportError:
-        return "scikit-learn is not installed"
-    return None
 
 
 SOURCES: dict[str, DatasetSource] = {
@@ -141,7 +133,7 @@ SOURCES: dict[str, DatasetSource] = {
     for s in [
         DatasetSource(
             "digits", "scikit-learn's 8x8 handwritten digits, 1797 images, 10 classes",
-            _load_digits, {}, _digits_unavailable,
+            _load_digits, {},
         ),
         DatasetSource(
             "ib12", "all 4096 12-bit inputs of Shwartz-Ziv & Tishby, 2 classes (shipped)",
@@ -150,16 +142,19 @@ SOURCES: dict[str, DatasetSource] = {
         DatasetSource(
             "synthetic", "seeded Gaussian mixture for scale tests",
             _load_synthetic,
-            {"size": "samples (10000)", "dim": "flat input width (32)",
-             "shape": "input shape, e.g. 1x28x28", "classes": "number of classes (10)",
-             "seed": "generator seed (0)"},
+            {"size": ("10000", "samples"), "dim": ("", "flat input width, 32 if no shape"),
+             "shape": ("", "input shape, e.g. 1x28x28"), "classes": ("10", "number of classes"),
+             "seed": ("0", "generator seed")},
         ),
     ]
 }  # fmt: skip
 
 
 def parse_spec(spec: str) -> tuple[DatasetSource, dict[str, str]]:
-    """Split ``NAME[:key=value,...]`` into its source and options; unknown input -> UserError."""
+    """Split ``NAME[:key=value,...]`` into its source and every option (defaults filled in).
+
+    Unknown names or options, and sources unavailable here, are a UserError.
+    """
     name, _, rest = spec.partition(":")
     source = SOURCES.get(name.strip().lower())
     if source is None:
@@ -171,21 +166,29 @@ def parse_spec(spec: str) -> tuple[DatasetSource, dict[str, str]]:
             valid = choices_text(source.options) if source.options else "none"
             raise UserError(f"invalid option {item!r} for dataset {source.name}: options: {valid}")
         options[key] = value
+    options = {k: options.get(k, default) for k, (default, _) in source.options.items()}
     reason = source.unavailable_reason()
     if reason is not None:
         raise UserError(f"dataset {source.name} is not available here: {reason}")
     return source, options
 
 
+def canonical_spec(spec: str) -> str:
+    """One spelling per dataset: ``synthetic:size=500`` -> ``synthetic:classes=10,...``."""
+    source, options = parse_spec(spec)
+    given = ",".join(f"{k}={v}" for k, v in sorted(options.items()) if v)
+    return f"{source.name}:{given}" if given else source.name
+
+
 @functools.lru_cache(maxsize=8)
-def _load_raw(name: str, options: tuple[tuple[str, str], ...]) -> RawData:
-    return SOURCES[name].load(**dict(options))
+def _load_raw(canonical: str) -> RawData:
+    source, options = parse_spec(canonical)
+    return source.load(**options)
 
 
 def load_raw(spec: str) -> RawData:
     """The host arrays of a dataset spec, loaded once per process."""
-    source, options = parse_spec(spec)
-    return _load_raw(source.name, tuple(sorted(options.items())))
+    return _load_raw(canonical_spec(spec))
 
 
 def select_classes(raw: RawData, classes: tuple[int, ...] | None) -> RawData:
@@ -217,13 +220,18 @@ def load_dataset(settings: RunSettings, device: torch.device) -> Dataset:
     from sklearn.model_selection import train_test_split
 
     raw = select_classes(load_raw(settings.dataset), settings.classes)
-    n = raw.y.shape[0]
-    index = np.arange(n)
-    counts = np.bincount(raw.y)
-    stratify = raw.y if counts.min() >= 2 else None
+    n, k = raw.y.shape[0], len(raw.class_names)
+    counts = np.bincount(raw.y, minlength=k)
+    n_test = math.ceil(settings.test_fraction * n)  # as train_test_split rounds
+    if counts.min() < 2 or n_test < k or n - n_test < k:
+        raise UserError(
+            f"dataset {settings.dataset} has too few samples for a stratified split: {n} "
+            f"samples, {counts.min()} in the smallest of {k} classes, --test-fraction "
+            f"{settings.test_fraction}; each class needs a sample on both sides"
+        )
     train_idx, test_idx = train_test_split(
-        index, test_size=settings.test_fraction, random_state=settings.split_seed,
-        stratify=stratify,
+        np.arange(n), test_size=settings.test_fraction, random_state=settings.split_seed,
+        stratify=raw.y,
     )  # fmt: skip
     rng = np.random.default_rng(settings.split_seed)
     probe_idx = np.sort(rng.permutation(n)[: min(settings.probe_size, n)])
@@ -235,7 +243,8 @@ def load_dataset(settings: RunSettings, device: torch.device) -> Dataset:
         return x[t], y[t]
 
     (x_tr, y_tr), (x_te, y_te), (x_pr, y_pr) = take(train_idx), take(test_idx), take(probe_idx)
-    return Dataset(settings.dataset, x_tr, y_tr, x_te, y_te, x_pr, y_pr, raw.class_names)
+    name = canonical_spec(settings.dataset)
+    return Dataset(name, x_tr, y_tr, x_te, y_te, x_pr, y_pr, raw.class_names)
 
 
 def describe_datasets() -> list[tuple[str, str, str | None]]:

@@ -1,6 +1,7 @@
 """The one training loop, and the per-epoch probe every run goes through.
 
-``train`` builds the model (seeded), hands the plugin a :class:`RunContext` and lets it fit.
+``build_model`` builds the plugin's model (seeded) and checks that it exposes its probed
+layers; ``train`` hands the plugin a :class:`RunContext` and lets it fit the model.
 Each ``ctx.end_epoch(model)`` evaluates accuracy and loss on train and test, runs the
 epoch-end hooks (measures attach here), logs every metric as one batch with step = epoch and
 tells the listeners (progress display, pruning). A non-finite training loss stops the run.
@@ -44,6 +45,32 @@ class TrainResult:
     steps: int  # epochs completed, over all phases
 
 
+def build_model(plugin: Plugin, config: Any, data: Dataset, seed: int) -> torch.nn.Module:
+    """The plugin's model on ``data.device``, initialised from ``seed``, contract checked.
+
+    Raises ``TypeError`` if the model does not map x (B, ...) to logits (B, num_classes)
+    and named activations (B, ...) through ``forward_intermediates``.
+    """
+    torch.manual_seed(seed)
+    model = plugin.build(config, data).to(data.device)
+    if not callable(getattr(model, "forward_intermediates", None)):
+        raise TypeError(f"{type(model).__name__} has no forward_intermediates(x)")
+    x = data.x_probe[:2]
+    with torch.no_grad():
+        out = model.forward_intermediates(x)
+    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict) and out[1]):
+        raise TypeError("forward_intermediates(x) must return (logits, {layer_name: activation})")
+    logits, layers = out
+    if tuple(logits.shape) != (2, data.num_classes):
+        raise TypeError(
+            f"logits have shape {tuple(logits.shape)}, expected (B, {data.num_classes})"
+        )
+    for name, act in layers.items():
+        if not (isinstance(name, str) and isinstance(act, torch.Tensor) and act.shape[0] == 2):
+            raise TypeError(f"layer {name!r} is not a (B, ...) tensor named by a string")
+    return model
+
+
 def fit_backprop(plugin: Plugin, model: torch.nn.Module, ctx: RunContext) -> None:
     """The standard loop: minibatch SGD with the plugin's optimizer and training step."""
     optimizer = plugin.configure_optimizer(model, ctx.config)
@@ -76,6 +103,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
 
 def train(
     plugin: Plugin,
+    model: torch.nn.Module,
     config: Any,
     data: Dataset,
     settings: RunSettings,
@@ -84,10 +112,8 @@ def train(
     hooks: Sequence[EpochHook] = (),
     listeners: Sequence[EpochListener] = (),
 ) -> TrainResult:
-    """Build and fit the plugin's model; every epoch end is evaluated, hooked, logged, heard."""
+    """Fit ``model`` with the plugin; every epoch end is evaluated, hooked, logged, heard."""
     device = data.device
-    torch.manual_seed(settings.seed)
-    model = plugin.build(config, data).to(device)
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     last: dict[str, float] = {}
 
@@ -114,4 +140,6 @@ def train(
 
     ctx = RunContext(config, data, settings, device, generator, on_epoch_end)
     plugin.fit(model, ctx)
+    if ctx.step == 0:
+        raise RuntimeError(f"{type(plugin).__name__}.fit never called ctx.end_epoch(model)")
     return TrainResult(dict(last), ctx.step)

@@ -1,9 +1,9 @@
 """One run, end to end: validate everything first, then open the store, train and record.
 
-:func:`plan_run` resolves the plugin, its config, the device and the data and raises
-:class:`~infoflow_track.errors.UserError` on any bad input, before any store is touched.
-:func:`execute_run` creates the MLflow run (params, tags), trains through the engine and
-closes the run as FINISHED, FAILED or KILLED.
+:func:`plan_run` resolves the plugin, its config, the device and the data, and builds the
+model; any bad input raises :class:`~infoflow_track.errors.UserError` before a store is
+touched. :func:`execute_run` creates the MLflow run (params, tags), trains through the engine
+and closes the run as FINISHED, FAILED or KILLED.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ import torch
 from infoflow_track import __version__
 from infoflow_track.data import Dataset, load_dataset
 from infoflow_track.devices import describe_device, resolve_device
-from infoflow_track.engine import EpochHook, EpochListener, TrainResult, train
+from infoflow_track.engine import EpochHook, EpochListener, build_model, train
 from infoflow_track.hparams import parse_config
 from infoflow_track.plugin import Plugin
-from infoflow_track.registry import PluginEntry, get_entry
+from infoflow_track.registry import PluginEntry, PluginError, get_entry
 from infoflow_track.settings import RunSettings
-from infoflow_track.tracking import RunLogger, Tracker, git_commit
+from infoflow_track.tracking import Tracker, git_state
 
 
 @dataclass(frozen=True)
 class RunPlan:
-    """A validated run: nothing about it can still be a user error."""
+    """A validated run with its model built: nothing about it can still be a user error."""
 
     entry: PluginEntry
     plugin: Plugin
@@ -38,15 +38,24 @@ class RunPlan:
     settings: RunSettings
     device: torch.device
     data: Dataset
+    model: torch.nn.Module
 
     def params(self) -> dict[str, str]:
-        """Every resolved hyperparameter and run setting, as MLflow params."""
-        return {**self.config.as_params(), **self.settings.as_params(), "device": str(self.device)}
+        """Every resolved hyperparameter and run setting, and the data's sizes, as params."""
+        data = self.data
+        return {
+            **self.config.as_params(),
+            **self.settings.as_params(),
+            "dataset": data.name,
+            "device": str(self.device),
+            "n_train": str(data.y_train.shape[0]),
+            "n_test": str(data.y_test.shape[0]),
+            "n_probe": str(data.y_probe.shape[0]),
+            "num_classes": str(data.num_classes),
+        }
 
     def tags(self) -> dict[str, str]:
         """Plugin identity, code version and environment, as MLflow tags."""
-        plugin_file = Path(sys.modules[type(self.plugin).__module__].__file__ or ".")
-        commit = git_commit(plugin_file.parent) or git_commit(Path.cwd())
         tags = {
             "infoflow.plugin": self.entry.name,
             "infoflow.plugin_package": self.entry.package,
@@ -56,26 +65,35 @@ class RunPlan:
             "infoflow.torch": torch.__version__,
             "infoflow.python": platform.python_version(),
         }
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
+        plugin_file = sys.modules[type(self.plugin).__module__].__file__
+        state = git_state(Path(plugin_file).parent) if plugin_file else None
+        if state is not None:  # the plugin's source is in a git work tree
+            tags["mlflow.source.git.commit"] = state[0]
+            tags["infoflow.git_dirty"] = str(state[1]).lower()
         return tags
 
 
 @dataclass(frozen=True)
 class RunResult:
     run_id: str
-    metrics: dict[str, float]
-    epochs: int
+    metrics: dict[str, float]  # the last epoch's
 
 
 def plan_run(plugin_name: str, overrides: Mapping[str, Any], settings: RunSettings) -> RunPlan:
-    """Resolve and validate a run; raises UserError naming any bad input. Writes nothing."""
+    """Resolve and validate a run and build its model; UserError names any bad input."""
     entry = get_entry(plugin_name)
     plugin_cls = entry.load()
     config = parse_config(plugin_cls.Config, overrides)
     device = resolve_device(settings.device)
     data = load_dataset(settings, device)
-    return RunPlan(entry, plugin_cls(), config, settings, device, data)
+    plugin = plugin_cls()
+    try:
+        model = build_model(plugin, config, data, settings.seed)
+    except TypeError as exc:
+        raise PluginError(
+            f"plugin '{entry.name}' ({entry.package}) breaks the model contract: {exc}"
+        ) from None
+    return RunPlan(entry, plugin, config, settings, device, data, model)
 
 
 def execute_run(
@@ -95,20 +113,10 @@ def execute_run(
         tags=plan.tags(),
         parent_run_id=parent_run_id,
     )
-    run.log_params(plan.params())
-    result = _train_recorded(plan, run, hooks, listeners)
-    return RunResult(run.run_id, result.metrics, result.steps)
-
-
-def _train_recorded(
-    plan: RunPlan,
-    run: RunLogger,
-    hooks: Sequence[EpochHook],
-    listeners: Sequence[EpochListener],
-) -> TrainResult:
     try:
+        run.log_params(plan.params())
         result = train(
-            plan.plugin, plan.config, plan.data, plan.settings,
+            plan.plugin, plan.model, plan.config, plan.data, plan.settings,
             sink=run, hooks=hooks, listeners=listeners,
         )  # fmt: skip
     except KeyboardInterrupt:
@@ -119,4 +127,4 @@ def _train_recorded(
         run.end("FAILED")
         raise
     run.end("FINISHED")
-    return result
+    return RunResult(run.run_id, result.metrics)

@@ -84,10 +84,22 @@ def specs(config_cls: type) -> dict[str, HParamSpec]:
     out = {}
     for field in dataclasses.fields(config_cls):
         meta = field.metadata.get("infoflow", {})
+        if not _supported(hints[field.name]):
+            raise TypeError(
+                f"hyperparameter '{field.name}' has unsupported type {hints[field.name]}: "
+                "supported are int, float, bool, str, tuple[int, ...], tuple[float, ...]"
+            )
         out[field.name] = HParamSpec(
             name=field.name, type=hints[field.name], default=field.default, **meta
         )
     return out
+
+
+def _supported(typ: Any) -> bool:
+    if typing.get_origin(typ) is tuple:
+        args = typing.get_args(typ)
+        return len(args) == 2 and args[1] is Ellipsis and args[0] in (int, float)
+    return typ in _SCALARS
 
 
 class HParams:

@@ -45,7 +45,7 @@ class PluginEntry:
                     cls = metadata.EntryPoint(self.name, self.target, ENTRY_POINT_GROUP).load()
                     check_contract(cls, self.name)
                     self._loaded = cls
-                except Exception as exc:  # any failure of third-party code marks it broken
+                except (Exception, SystemExit) as exc:  # third-party code: any failure
                     self._error = f"{type(exc).__name__}: {exc}"
         if self._error is not None:
             raise PluginError(f"plugin '{self.name}' ({self.package}) is broken: {self._error}")
@@ -62,27 +62,25 @@ class PluginEntry:
 
 def discover() -> dict[str, PluginEntry]:
     """Every plugin registered in this environment, by name, without importing any."""
-    found: dict[str, PluginEntry] = {}
+    claims: dict[str, list[PluginEntry]] = {}
     seen: set[tuple[str, str, str]] = set()
     for dist in metadata.distributions():
         package = dist.metadata["Name"] or "?"
         for ep in dist.entry_points:
-            if ep.group != ENTRY_POINT_GROUP:
-                continue
             key = (ep.name, ep.value, package)
-            if key in seen:  # one distribution visible twice on sys.path
+            if ep.group != ENTRY_POINT_GROUP or key in seen:  # seen: a dist on sys.path twice
                 continue
             seen.add(key)
-            entry = PluginEntry(ep.name, ep.value, package, dist.version)
-            other = found.get(ep.name)
-            if other is not None:
-                reason = (
-                    f"duplicate plugin name '{ep.name}' registered by both "
-                    f"{other.package} ({other.target}) and {package} ({ep.value})"
-                )
-                other.conflict = entry.conflict = reason
-            found.setdefault(ep.name, entry)
-    return dict(sorted(found.items()))
+            claims.setdefault(ep.name, []).append(
+                PluginEntry(ep.name, ep.value, package, dist.version)
+            )
+    found = {}
+    for name, entries in sorted(claims.items()):
+        if len(entries) > 1:
+            who = " and ".join(f"{e.package} ({e.target})" for e in entries)
+            entries[0].conflict = f"duplicate plugin name '{name}' registered by {who}"
+        found[name] = entries[0]
+    return found
 
 
 def get_entry(name: str) -> PluginEntry:
@@ -97,6 +95,7 @@ def check_contract(cls: Any, entry_name: str) -> None:
     """Raise ``TypeError`` naming the first way ``cls`` breaks the plugin contract."""
     from infoflow_track.hparams import HParams, check_value, parse_value, specs
     from infoflow_track.plugin import SEARCH_SPACE_TYPES, Plugin
+    from infoflow_track.settings import RUN_SETTING_NAMES
 
     if not (isinstance(cls, type) and issubclass(cls, Plugin)):
         raise TypeError(f"{cls!r} is not a subclass of infoflow_track.Plugin")
@@ -112,7 +111,13 @@ def check_contract(cls: Any, entry_name: str) -> None:
         raise TypeError(f"{cls.__name__}.Config must be a dataclass")
     if not (issubclass(config, HParams) and config.__dataclass_params__.frozen):
         raise TypeError(f"{cls.__name__}.Config must be a frozen dataclass deriving from HParams")
-    defaults = config()  # every field has a valid default, or this raises
+    defaults = config()  # every field has a supported type and a valid default, or this raises
+    clash = sorted(set(specs(config)) & RUN_SETTING_NAMES)
+    if clash:
+        raise TypeError(
+            f"{cls.__name__}.Config field '{clash[0]}' has the name of a run setting; "
+            f"rename it (run settings: {choices_text(sorted(RUN_SETTING_NAMES))})"
+        )
     if cls.build is Plugin.build:
         raise TypeError(f"{cls.__name__} does not implement build(config, data)")
     default_fit = cls.fit is Plugin.fit and cls.configure_optimizer is Plugin.configure_optimizer

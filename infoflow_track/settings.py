@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from infoflow_track.errors import UserError
+
+MAX_SEED = 2**32 - 1  # numpy and scikit-learn take seeds below 2**32
 
 
 @dataclass(frozen=True)
@@ -27,11 +29,11 @@ class RunSettings:
     split_seed: int = 0
 
     def __post_init__(self) -> None:
-        _at_least("epochs", self.epochs, 1)
-        _at_least("batch-size", self.batch_size, 1)
-        _at_least("seed", self.seed, 0)
-        _at_least("probe-size", self.probe_size, 1)
-        _at_least("split-seed", self.split_seed, 0)
+        _in_range("epochs", self.epochs, 1, 10**7)
+        _in_range("batch-size", self.batch_size, 1, 10**9)
+        _in_range("seed", self.seed, 0, MAX_SEED)
+        _in_range("probe-size", self.probe_size, 1, 10**9)
+        _in_range("split-seed", self.split_seed, 0, MAX_SEED)
         if not (math.isfinite(self.test_fraction) and 0.0 < self.test_fraction < 1.0):
             raise UserError(f"invalid --test-fraction {self.test_fraction}: valid is 0 < x < 1")
         if self.classes is not None:
@@ -47,6 +49,10 @@ class RunSettings:
         return out
 
 
+#: Names a plugin hyperparameter may not take: they are run params of every run.
+RUN_SETTING_NAMES = frozenset(f.name for f in fields(RunSettings)) | {"device"}
+
+
 def parse_classes(text: str | None) -> tuple[int, ...] | None:
     """``"8,9"`` -> ``(8, 9)``; ``None`` or ``"all"`` -> ``None`` (every class)."""
     if text is None or text.strip().lower() == "all":
@@ -59,6 +65,6 @@ def parse_classes(text: str | None) -> tuple[int, ...] | None:
         ) from None
 
 
-def _at_least(name: str, value: int, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise UserError(f"invalid --{name} {value!r}: valid is an integer >= {low}")
+def _in_range(name: str, value: int, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UserError(f"invalid --{name} {value!r}: valid is an integer {low}..{high}")

@@ -8,19 +8,24 @@ store (another SQLite file, or an MLflow tracking server). Metrics are written a
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from infoflow_track.errors import UserError
+
 DEFAULT_STORE_DIR = "mlruns"
 DEFAULT_DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "artifacts"
+STORE_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
 # MLflow's per-call limits of log_batch.
 _MAX_METRICS_PER_CALL = 1000
@@ -28,17 +33,27 @@ _MAX_PARAMS_PER_CALL = 100
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else the default ``sqlite:///<cwd>/mlruns/mlflow.db``."""
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlruns/mlflow.db``.
+
+    A relative SQLite path is made absolute against the current directory. Anything but a
+    database or server URI (MLflow 3 has no file store) is a :class:`UserError`.
+    """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return "sqlite:///" + str(Path.cwd() / DEFAULT_STORE_DIR / DEFAULT_DB_NAME)
+    if not uri:
+        return "sqlite:///" + str(Path.cwd() / DEFAULT_STORE_DIR / DEFAULT_DB_NAME)
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme not in STORE_SCHEMES:
+        raise UserError(
+            f"invalid tracking URI {uri!r}: MLflow 3 has no file store; valid are "
+            "sqlite:///PATH/mlflow.db, http(s)://SERVER, postgresql://..., mysql://..."
+        )
+    db = sqlite_path(uri)
+    return uri if db is None else "sqlite:///" + str(db.resolve())
 
 
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI, or None for any other store."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "sqlite":
+    if urlparse(uri).scheme != "sqlite":
         return None
     return Path(unquote(uri[len("sqlite:///") :]))
 
@@ -54,25 +69,63 @@ def _quiet_mlflow_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+@contextmanager
+def _creation_lock(db: Path | None) -> Iterator[None]:
+    """Serialise first creation of a SQLite store across processes (concurrent creation of
+    MLflow's schema corrupts it); a no-op for server stores."""
+    if db is None:
+        yield
+        return
+    with open(db.parent / f".{db.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class Tracker:
-    """One tracking store. Creates a SQLite store (directory and schema) once, on first use."""
+    """One tracking store, opened (and for SQLite created, once, under a lock) on construction.
+
+    A store that cannot be opened is a :class:`UserError` naming the URI.
+    """
 
     def __init__(self, uri: str | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
         _quiet_mlflow_logs()  # after the import: mlflow sets its own levels when imported
-
         self.uri = resolve_tracking_uri(uri)
+        self._experiments: dict[str, str] = {}
         db = sqlite_path(self.uri)
-        if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        try:
+            if db is not None:
+                db.parent.mkdir(parents=True, exist_ok=True)
+            with _creation_lock(db):
+                self.client = MlflowClient(tracking_uri=self.uri)
+                self.client.get_experiment_by_name("Default")  # opens (creates) the store
+        except Exception as exc:  # OSError, MlflowException, database errors
+            raise UserError(
+                f"cannot open tracking store {self.uri!r}: {_first_line(exc)}"
+            ) from None
 
     def experiment_id(self, name: str) -> str:
         """Id of experiment ``name``, created (artifacts under the store's root) if absent."""
+        if name in self._experiments:
+            return self._experiments[name]
         found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
+        if found is None:
+            found_id = self._create_experiment(name)
+        elif found.lifecycle_stage == "deleted":
+            raise UserError(
+                f"experiment {name!r} is deleted in {self.uri}: restore it "
+                "(`mlflow experiments restore`) or choose another --experiment"
+            )
+        else:
+            found_id = found.experiment_id
+        self._experiments[name] = found_id
+        return found_id
+
+    def _create_experiment(self, name: str) -> str:
         root = artifact_root(self.uri)
         location = None
         if root is not None:
@@ -102,6 +155,11 @@ class Tracker:
             self.experiment_id(experiment), tags=all_tags, run_name=run_name
         )
         return RunLogger(self.client, run.info.run_id)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 class RunLogger:
@@ -142,8 +200,11 @@ class RunLogger:
         self.client.set_terminated(self.run_id, status=status)
 
 
-def git_commit(path: Path) -> str | None:
-    """HEAD commit of the git work tree holding ``path`` (suffix ``-dirty`` if modified)."""
+def git_state(path: Path) -> tuple[str, bool] | None:
+    """(HEAD commit, modified?) of the git work tree holding ``path``, or None outside one.
+
+    Untracked files do not count as modifications.
+    """
     try:
         head = subprocess.run(
             ["git", "-C", str(path), "rev-parse", "HEAD"],
@@ -155,4 +216,4 @@ def git_commit(path: Path) -> str | None:
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
-    return head + ("-dirty" if dirty else "") if head else None
+    return (head, bool(dirty)) if head else None

@@ -86,8 +86,15 @@ BAD_INPUTS = {
     "unavailable device": (["run", "mlp", "--device", "cuda:99"], "'cuda:99'", "auto, cpu"),
     "unknown device": (["run", "mlp", "--device", "tpu"], "'tpu'", "auto, cpu"),
     "absent class": (["run", "mlp", "--classes", "8,42"], "42", "0, 1, 2"),
-    "zero epochs": (["run", "mlp", "--epochs", "0"], "--epochs 0", ">= 1"),
+    "zero epochs": (["run", "mlp", "--epochs", "0"], "--epochs 0", "1..10000000"),
     "unknown plugin to show": (["plugins", "show", "nope"], "'nope'", "mlp"),
+    "seed too large": (["run", "mlp", "--seed", str(2**70)], "--seed", "0..4294967295"),
+    "split impossible": (
+        ["run", "mlp", "--dataset", "synthetic:size=10,classes=4"],
+        "too few samples",
+        "--test-fraction",
+    ),
+    "file store": (["run", "mlp", "--tracking-uri", "/tmp/runs"], "'/tmp/runs'", "sqlite:///"),
 }
 
 
@@ -248,10 +255,64 @@ def test_ctrl_c_ends_the_run_as_killed(tmp_path: Path, sqlite_uri: str) -> None:
     for line in proc.stdout:  # wait until an epoch has been logged
         if line.startswith("epoch"):
             break
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 130 and "Traceback" not in stderr
     client = MlflowClient(sqlite_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("mlp").experiment_id])
     assert run.info.status == "KILLED"
     assert client.get_metric_history(run.info.run_id, "acc/test")  # what was done is kept
+
+
+def test_concurrent_first_runs_create_one_sound_store(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    args = ["run", "mlp", "--epochs", "1", "--set", "widths=8"]
+    procs = [
+        subprocess.Popen([INFOFLOW, *args, "--seed", str(i)], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(3)
+    ]  # fmt: skip
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("mlp").experiment_id])
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2"]
+
+
+BAD_MODELS = {
+    "build_rejects": (
+        "raise UserError('this plugin needs exactly 2 classes: use --classes')",
+        "needs exactly 2 classes",
+    ),
+    "no_intermediates": (
+        "return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))",
+        "breaks the model contract: Sequential has no forward_intermediates",
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(BAD_MODELS))
+def test_plugin_that_rejects_or_breaks_at_build_exits_2_before_any_run(
+    variant: str, tmp_path: Path
+) -> None:
+    body, message = BAD_MODELS[variant]
+    source = f"""
+        import torch
+        from infoflow_plugins.mlp import MLPPlugin
+        from infoflow_track import UserError
+
+        class Bad(MLPPlugin):
+            name = "bad"
+
+            def build(self, config, data):
+                {body}
+    """
+    site = tmp_path / "site"
+    plant_plugin(site, "bad-dist", {"bad": "bad_mod:Bad"}, {"bad_mod": source})
+    proc = run_cli("run", "bad", cwd=tmp_path, env={"PYTHONPATH": str(site)})
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "mlruns").exists()

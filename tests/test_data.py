@@ -10,6 +10,7 @@ from helpers import SHARED_DATA
 
 from infoflow_track import UserError
 from infoflow_track.data import (
+    canonical_spec,
     ib12_inputs,
     ib12_labels,
     load_dataset,
@@ -99,6 +100,19 @@ def test_synthetic_options_shape_and_determinism() -> None:
     assert flat.x.shape == (300, 5)
 
 
+def test_canonical_spec_fills_defaults_and_orders_options() -> None:
+    assert canonical_spec("DIGITS") == "digits"
+    full = "synthetic:classes=3,seed=0,size=500"
+    assert canonical_spec("synthetic:size=500,classes=3") == full
+    assert canonical_spec("synthetic:classes=3,size=500") == full
+
+
+def test_too_few_samples_for_a_stratified_split_is_a_user_error() -> None:
+    settings = RunSettings(dataset="synthetic:size=10,classes=4")
+    with pytest.raises(UserError, match="too few samples for a stratified split: 10 samples"):
+        load_dataset(settings, CPU)
+
+
 @pytest.mark.parametrize("dim", [5, 784])
 def test_synthetic_task_is_learnable_but_not_trivial_in_any_dimension(dim: int) -> None:
     from sklearn.linear_model import LogisticRegression
@@ -115,6 +129,8 @@ def test_synthetic_task_is_learnable_but_not_trivial_in_any_dimension(dim: int) 
         ("cifar100", "unknown dataset 'cifar100': valid are digits, ib12, synthetic"),
         ("digits:size=3", "invalid option 'size=3' for dataset digits"),
         ("synthetic:size=1", "invalid size='1'"),
+        ("synthetic:dim=abc", "invalid dim='abc'"),
+        ("synthetic:seed=99999999999999999999", "invalid seed="),
         ("synthetic:dim=3,shape=3", "dim or shape, not both"),
         ("synthetic:shape=1xAx2", "invalid shape"),
         ("synthetic:colour=red", "options: size, dim, shape, classes, seed"),

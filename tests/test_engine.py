@@ -10,7 +10,7 @@ import torch
 from infoflow_plugins.mlp import MLPConfig, MLPPlugin
 
 from infoflow_track.data import load_dataset
-from infoflow_track.engine import DivergedError, evaluate, train
+from infoflow_track.engine import DivergedError, build_model, evaluate, train
 from infoflow_track.settings import RunSettings
 
 CPU = torch.device("cpu")
@@ -23,7 +23,9 @@ def digits():
 
 
 def _train(data, settings=SETTINGS, plugin=None, **kwargs):
-    return train(plugin or MLPPlugin(), MLPConfig(widths=(32,)), data, settings, **kwargs)
+    plugin, config = plugin or MLPPlugin(), MLPConfig(widths=(32,))
+    model = build_model(plugin, config, data, settings.seed)
+    return train(plugin, model, config, data, settings, **kwargs)
 
 
 def test_same_seed_same_run_other_seed_other_run(digits) -> None:
@@ -108,3 +110,21 @@ def test_nan_loss_stops_the_run_as_diverged(digits) -> None:
     with pytest.raises(DivergedError, match="epoch 1"):
         _train(digits, plugin=Diverging(), listeners=[lambda s, m: heard.append(m)])
     assert len(heard) == 1 and math.isnan(heard[0]["loss/train"])  # logged, then stopped
+
+
+def test_a_fit_that_never_ends_an_epoch_is_an_error(digits) -> None:
+    class Silent(MLPPlugin):
+        def fit(self, model, ctx):
+            pass
+
+    with pytest.raises(RuntimeError, match=r"never called ctx.end_epoch"):
+        _train(digits, plugin=Silent())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_keeps_data_and_model_on_the_device() -> None:
+    settings = RunSettings(dataset="digits", epochs=1, device="cuda")
+    data = load_dataset(settings, torch.device("cuda"))
+    assert data.x_train.is_cuda and data.x_probe.is_cuda
+    result = _train(data, settings)
+    assert result.metrics["acc/test"] > 0.3

@@ -75,6 +75,19 @@ BROKEN = {
         GOOD.format(name="planted").replace('{"lr"', '{"depth"'),
         "search space names 'depth', which is not a hyperparameter",
     ),
+    "exits": ("import sys\nsys.exit(3)", "SystemExit: 3"),
+    "optional_type": (
+        GOOD.format(name="planted").replace(
+            "lr: float = hparam(0.01, low=1e-5, high=1.0)", "lr: float | None = hparam(None)"
+        ),
+        "hyperparameter 'lr' has unsupported type",
+    ),
+    "run_setting_name": (
+        GOOD.format(name="planted").replace(
+            "    lr: float", "    seed: int = hparam(0)\n    lr: float"
+        ),
+        "field 'seed' has the name of a run setting",
+    ),
     "space_out_of_range": (
         GOOD.format(name="planted").replace('"high": 0.1', '"high": 10.0'),
         "search space entry 'lr'",
@@ -99,6 +112,13 @@ def test_duplicate_name_is_an_error_naming_both_packages(site: Path) -> None:
     reason = entry.broken_reason() or ""
     assert "duplicate plugin name 'mlp'" in reason
     assert "infoflow-plugins" in reason and "planted_dup-dist" in reason
+
+
+def test_a_name_claimed_three_times_names_all_three_packages(site: Path) -> None:
+    for module in ("dup_a", "dup_b"):
+        _variant(site, module, GOOD.format(name="mlp"), name="mlp")
+    reason = discover()["mlp"].broken_reason() or ""
+    assert all(p in reason for p in ("infoflow-plugins", "dup_a-dist", "dup_b-dist"))
 
 
 def test_unknown_plugin_lists_the_registered_ones() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from infoflow_track import UserError
 from infoflow_track.tracking import Tracker, resolve_tracking_uri
 
 
@@ -43,9 +44,33 @@ def test_default_store_is_sqlite_under_mlruns_with_artifacts_beside(
 def test_explicit_uri_beats_environment_beats_default(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///from-env.db")
-    assert resolve_tracking_uri() == "sqlite:///from-env.db"
-    assert resolve_tracking_uri("sqlite:///explicit.db") == "sqlite:///explicit.db"
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tracking_uri() == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI", "sqlite:///from-env.db"
+    )  # relative, as in MLflow docs
+    assert resolve_tracking_uri() == f"sqlite:///{tmp_path}/from-env.db"
+    assert resolve_tracking_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert resolve_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize("uri", ["/tmp/plain/path", "file:///tmp/runs", "bogus://x"])
+def test_uris_mlflow_3_cannot_store_in_are_user_errors(uri: str) -> None:
+    with pytest.raises(UserError, match=r"invalid tracking URI .*sqlite:///PATH"):
+        resolve_tracking_uri(uri)
+
+
+def test_a_store_that_cannot_be_created_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(UserError, match="cannot open tracking store"):
+        Tracker(f"sqlite:///{tmp_path / 'afile' / 'mlflow.db'}")
+
+
+def test_a_deleted_experiment_is_a_user_error(sqlite_uri: str) -> None:
+    tracker = Tracker(sqlite_uri)
+    tracker.client.delete_experiment(tracker.experiment_id("gone"))
+    with pytest.raises(UserError, match="experiment 'gone' is deleted"):
+        Tracker(sqlite_uri).experiment_id("gone")
 
 
 def test_metrics_of_a_step_go_in_one_call_and_params_in_batches(sqlite_uri: str) -> None:

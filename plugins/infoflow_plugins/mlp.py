@@ -53,10 +53,7 @@ class MLP(nn.Module):
         return self.readout(h), acts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.flatten(1)
-        for layer in self.hidden:
-            h = self.act(layer(h))
-        return self.readout(h)
+        return self.forward_intermediates(x)[0]
 
 
 class MLPPlugin(Plugin):
