@@ -1,8 +1,9 @@
 """Training throughput of the ``mlp`` plugin: infoflow's engine against the old notebook loader.
 
 Both paths train the same MLP (built by the plugin, default widths 256,128,64, Adam lr 1e-3) on
-the same training split of ``synthetic:size=N,shape=1x28x28,classes=10`` (MNIST-shaped; the
-default N=60000 gives 48,000 training samples after infoflow's 80/20 split), in one process:
+the same training split of ``synthetic:size=N,shape=1x28x28,classes=10`` (MNIST-shaped), N
+chosen so that the training split holds ``--train-size`` samples (default 60,000, as MNIST's
+training set) after infoflow's 80/20 split, in one process:
 
 - **infoflow, train()**: ``plan_run`` + ``engine.train`` without an MLflow sink. An epoch is
   timed from one listener call to the next, so it includes the per-epoch evaluation on train
@@ -65,7 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--baseline-epochs", type=int, default=None, help="timed baseline epochs (= --epochs)"
     )
     p.add_argument("--batch-size", type=int, default=64, help="samples per batch (64)")
-    p.add_argument("--size", type=int, default=60000, help="synthetic dataset size (60000)")
+    p.add_argument(
+        "--train-size", type=int, default=60000, help="training samples per epoch (60000)"
+    )
     p.add_argument("--workers", type=int, default=0, help="baseline DataLoader workers (0)")
     p.add_argument("--warmup-batches", type=int, default=20, help="warm-up batches per path (20)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
@@ -227,7 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = RunSettings(
-        dataset=f"synthetic:size={args.size},shape=1x28x28,classes=10",
+        dataset=f"synthetic:size={round(args.train_size / (1 - RunSettings.test_fraction))},"
+        "shape=1x28x28,classes=10",
         epochs=args.epochs,
         batch_size=args.batch_size,
         device=args.device,

@@ -93,9 +93,7 @@ def get_entry(name: str) -> PluginEntry:
 
 def check_contract(cls: Any, entry_name: str) -> None:
     """Raise ``TypeError`` naming the first way ``cls`` breaks the plugin contract."""
-    from infoflow_track.hparams import HParams, check_value, parse_value, specs
-    from infoflow_track.plugin import SEARCH_SPACE_TYPES, Plugin
-    from infoflow_track.settings import RUN_SETTING_NAMES
+    from infoflow_track.plugin import Plugin
 
     if not (isinstance(cls, type) and issubclass(cls, Plugin)):
         raise TypeError(f"{cls!r} is not a subclass of infoflow_track.Plugin")
@@ -106,28 +104,45 @@ def check_contract(cls: Any, entry_name: str) -> None:
         )
     if not isinstance(cls.summary, str) or not cls.summary.strip():
         raise TypeError(f"{cls.__name__}.summary must be a non-empty one-line string")
+    if cls.build is Plugin.build:
+        raise TypeError(f"{cls.__name__} does not implement build(config, data)")
+    fields = _check_config(cls)
+    default_fit = cls.fit is Plugin.fit and cls.configure_optimizer is Plugin.configure_optimizer
+    if default_fit and "lr" not in fields:
+        raise TypeError(
+            f"{cls.__name__}.Config has no 'lr' for the default optimizer: add it or "
+            "override configure_optimizer"
+        )
+    _check_search_space(cls.search_space, fields)
+
+
+def _check_config(cls: Any) -> dict[str, Any]:
+    """Check ``cls.Config`` (frozen HParams dataclass, valid defaults); return its specs."""
+    from infoflow_track.hparams import HParams, specs
+    from infoflow_track.settings import RUN_SETTING_NAMES
+
     config = getattr(cls, "Config", None)
     if not (dataclasses.is_dataclass(config) and isinstance(config, type)):
         raise TypeError(f"{cls.__name__}.Config must be a dataclass")
     if not (issubclass(config, HParams) and config.__dataclass_params__.frozen):
         raise TypeError(f"{cls.__name__}.Config must be a frozen dataclass deriving from HParams")
-    defaults = config()  # every field has a supported type and a valid default, or this raises
-    clash = sorted(set(specs(config)) & RUN_SETTING_NAMES)
+    config()  # every field has a supported type and a valid default, or this raises
+    fields = specs(config)
+    clash = sorted(set(fields) & RUN_SETTING_NAMES)
     if clash:
         raise TypeError(
             f"{cls.__name__}.Config field '{clash[0]}' has the name of a run setting; "
             f"rename it (run settings: {choices_text(sorted(RUN_SETTING_NAMES))})"
         )
-    if cls.build is Plugin.build:
-        raise TypeError(f"{cls.__name__} does not implement build(config, data)")
-    default_fit = cls.fit is Plugin.fit and cls.configure_optimizer is Plugin.configure_optimizer
-    if default_fit and not hasattr(defaults, "lr"):
-        raise TypeError(
-            f"{cls.__name__}.Config has no 'lr' for the default optimizer: add it or "
-            "override configure_optimizer"
-        )
-    fields = specs(config)
-    for key, dist in cls.search_space.items():
+    return fields
+
+
+def _check_search_space(space: Any, fields: dict[str, Any]) -> None:
+    """Every entry names a hyperparameter, has a known type, and stays in its valid range."""
+    from infoflow_track.hparams import check_value, parse_value
+    from infoflow_track.plugin import SEARCH_SPACE_TYPES
+
+    for key, dist in space.items():
         if key not in fields:
             raise TypeError(
                 f"search space names '{key}', which is not a hyperparameter: "
@@ -139,11 +154,10 @@ def check_contract(cls: Any, entry_name: str) -> None:
                 f"search space entry '{key}' has type {kind!r}: valid are "
                 f"{choices_text(SEARCH_SPACE_TYPES)}"
             )
-        values = (
-            dist.get("choices", [])
-            if kind == "categorical"
-            else [dist.get("low"), dist.get("high")]
-        )
+        if kind == "categorical":
+            values = list(dist.get("choices") or [])
+        else:
+            values = [dist.get("low"), dist.get("high")]
         if not values or any(v is None for v in values):
             raise TypeError(f"search space entry '{key}' needs low and high, or choices")
         try:
