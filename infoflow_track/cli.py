@@ -186,10 +186,10 @@ def ui(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store to serve")] = None,
 ) -> None:
     """Serve the MLflow UI for the store (default mlruns/) on http://127.0.0.1:PORT."""
-    from infoflow_track.tracking import artifact_root, resolve_tracking_uri
+    from infoflow_track.tracking import Tracker, artifact_root
 
     with user_errors():
-        uri = resolve_tracking_uri(tracking_uri)
+        uri = Tracker(tracking_uri).uri  # validated, and created once if new
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     root = artifact_root(uri)
