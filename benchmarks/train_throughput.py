@@ -19,7 +19,8 @@ training set) after infoflow's 80/20 split, in one process:
   batched by ``DataLoader(shuffle=True, num_workers=W)`` and moved to the device per batch,
   trained by the same ``fit_backprop`` loop.
 
-Each path is warmed up with a few batches on a throwaway copy of the model before it is timed.
+The train-only paths are warmed up with a few batches on a throwaway copy of the model before
+they are timed; ``train()`` runs after them in a warm process.
 Times are wall-clock seconds (CUDA is synchronised at each epoch end); the table gives the
 median over the timed epochs, and every epoch's time beside it.
 
@@ -183,8 +184,8 @@ def time_engine_train(plan: RunPlan, epochs: int) -> list[float]:
     """Seconds per epoch of ``engine.train`` (training plus per-epoch evaluation), no sink."""
     clock = EpochClock(plan.device)
     settings = dataclasses.replace(plan.settings, epochs=epochs)
-    clock.start()
     model = fresh_model(plan)
+    clock.start()
     train(plan.plugin, model, plan.config, plan.data, settings, listeners=[clock.tick])
     return clock.seconds
 

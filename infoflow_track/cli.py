@@ -7,6 +7,8 @@ module level, so ``infoflow --help`` stays fast.
 from __future__ import annotations
 
 import os
+import shlex
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,8 +90,8 @@ def datasets() -> None:
         state = "available" if reason is None else f"unavailable: {reason}"
         typer.echo(f"{name:<12} {state:<12} {summary}")
         if SOURCES[name].options:
-            opts = ", ".join(f"{k}=<{v}>" for k, v in SOURCES[name].options.items())
-            typer.echo(f"{'':<12} options: {name}:{opts}")
+            for key, help_text in SOURCES[name].options.items():
+                typer.echo(f"{'':<12} {name}:{key}=...  {help_text}")
 
 
 @app.command("run")
@@ -116,7 +118,7 @@ def run(
     ] = None,
 ) -> None:
     """Train one plugin once and record the run in MLflow."""
-    from infoflow_track.experiment import execute_run, plan_run
+    from infoflow_track.experiment import execute_run, experiment_name, plan_run
     from infoflow_track.hparams import parse_assignments
     from infoflow_track.settings import RunSettings, parse_classes
     from infoflow_track.tracking import Tracker, resolve_tracking_uri
@@ -128,11 +130,11 @@ def run(
             test_fraction=test_fraction, split_seed=split_seed,
         )  # fmt: skip
         plan = plan_run(plugin, parse_assignments(set_ or []), settings)
+        experiment = experiment_name(experiment, plan)
         tracker = Tracker(tracking_uri)
-        experiment = experiment or plan.entry.name
         tracker.experiment_id(experiment)
     typer.echo(
-        f"{plan.entry.name} on {settings.dataset} ({plan.data.x_train.shape[0]} train, "
+        f"{plan.entry.name} on {plan.data.name} ({plan.data.x_train.shape[0]} train, "
         f"{plan.data.x_test.shape[0]} test, {plan.data.num_classes} classes) on {plan.device}"
     )
     with _run_outcome(), _epoch_progress(settings.epochs) as listener:
@@ -142,7 +144,7 @@ def run(
     summary = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
     ui_command = "infoflow ui"
     if tracker.uri != resolve_tracking_uri(None):
-        ui_command += f" --tracking-uri {tracker.uri}"
+        ui_command += f" --tracking-uri {shlex.quote(tracker.uri)}"
     typer.echo(f"done: run {result.run_id}\n  {summary}\n  store: {tracker.uri}")
     typer.echo(f"  open the MLflow UI with `{ui_command}` (http://127.0.0.1:5000)")
 
@@ -190,6 +192,7 @@ def ui(
 
     with user_errors():
         uri = Tracker(tracking_uri).uri  # validated, and created once if new
+        _check_port_free(port)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     root = artifact_root(uri)
@@ -198,6 +201,14 @@ def ui(
     typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
     sys.stdout.flush()
     os.execv(sys.executable, cmd)
+
+
+def _check_port_free(port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise UserError(f"--port {port} is not free on 127.0.0.1: {exc.strerror}") from None
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
@@ -23,6 +23,7 @@ from infoflow_track.errors import UserError, choices_text
 from infoflow_track.settings import MAX_SEED, RunSettings
 
 MAX_SYNTHETIC_SIZE = 10_000_000
+MAX_SYNTHETIC_VALUES = 2**30  # 4 GiB of float32
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,10 @@ class DatasetSource:
 
     name: str
     summary: str
-    load: Callable[..., RawData]  # called with every option, as text, by keyword
-    options: dict[str, tuple[str, str]]  # option name -> (default text, help)
+    load: Callable[..., RawData]  # called with the normalised options, by keyword
+    options: dict[str, str] = field(default_factory=dict)  # option name -> help
+    #: Validates the given options (text) and returns every option in canonical text form.
+    normalize: Callable[[dict[str, str]], dict[str, str]] = lambda options: options
     unavailable_reason: Callable[[], str | None] = lambda: None
 
 
@@ -98,18 +101,35 @@ def _load_ib12() -> RawData:
     return RawData(ib12_inputs(), ib12_labels(), ("0", "1"))
 
 
-def _load_synthetic(size: str, dim: str, shape: str, classes: str, seed: str) -> RawData:
-    n = _int_option("size", size, 2, MAX_SYNTHETIC_SIZE)
-    k = _int_option("classes", classes, 2, 1000)
-    s = _int_option("seed", seed, 0, MAX_SEED)
-    if dim and shape:
+def _synthetic_options(given: dict[str, str]) -> dict[str, str]:
+    """Check synthetic's options and spell them one way: ``dim=32`` is ``shape=32``."""
+    if "dim" in given and "shape" in given:
         raise UserError("synthetic: give dim or shape, not both")
-    if shape:
-        dims = tuple(_int_option("shape", p, 1, 65536) for p in shape.lower().split("x"))
+    if "shape" in given:
+        dims = [_int_option("shape", p, 1, 65536) for p in given["shape"].lower().split("x")]
     else:
-        dims = (_int_option("dim", dim or "32", 1, 1 << 20),)
-    g = torch.Generator().manual_seed(s)
-    d = int(np.prod(dims))
+        dims = [_int_option("dim", given.get("dim", "32"), 1, 1 << 20)]
+    size = _int_option("size", given.get("size", "10000"), 2, MAX_SYNTHETIC_SIZE)
+    if size * math.prod(dims) > MAX_SYNTHETIC_VALUES:
+        gib = size * math.prod(dims) * 4 / 2**30
+        raise UserError(
+            f"synthetic: size x shape is {gib:.0f} GiB of float32; the limit is "
+            f"{MAX_SYNTHETIC_VALUES * 4 / 2**30:.0f} GiB"
+        )
+    return {
+        "size": str(size),
+        "shape": "x".join(map(str, dims)),
+        "classes": str(_int_option("classes", given.get("classes", "10"), 2, 1000)),
+        "seed": str(_int_option("seed", given.get("seed", "0"), 0, MAX_SEED)),
+    }
+
+
+def _load_synthetic(size: str, shape: str, classes: str, seed: str) -> RawData:
+    """A seeded Gaussian mixture; options as normalised by :func:`_synthetic_options`."""
+    n, k = int(size), int(classes)
+    dims = tuple(int(p) for p in shape.split("x"))
+    d = math.prod(dims)
+    g = torch.Generator().manual_seed(int(seed))
     # Class means of norm ~3 under unit isotropic noise: pairs of classes ~4.2 noise standard
     # deviations apart, so the Bayes error is small but not zero whatever the dimension.
     means = torch.randn(k, d, generator=g) * (3.0 / d**0.5)
@@ -133,27 +153,29 @@ SOURCES: dict[str, DatasetSource] = {
     for s in [
         DatasetSource(
             "digits", "scikit-learn's 8x8 handwritten digits, 1797 images, 10 classes",
-            _load_digits, {},
+            _load_digits,
         ),
         DatasetSource(
             "ib12", "all 4096 12-bit inputs of Shwartz-Ziv & Tishby, 2 classes (shipped)",
-            _load_ib12, {},
+            _load_ib12,
         ),
         DatasetSource(
             "synthetic", "seeded Gaussian mixture for scale tests",
             _load_synthetic,
-            {"size": ("10000", "samples"), "dim": ("", "flat input width, 32 if no shape"),
-             "shape": ("", "input shape, e.g. 1x28x28"), "classes": ("10", "number of classes"),
-             "seed": ("0", "generator seed")},
+            {"size": "samples (10000)", "dim": "flat input width (32)",
+             "shape": "input shape instead of dim, e.g. 1x28x28",
+             "classes": "number of classes (10)", "seed": "generator seed (0)"},
+            _synthetic_options,
         ),
     ]
 }  # fmt: skip
 
 
 def parse_spec(spec: str) -> tuple[DatasetSource, dict[str, str]]:
-    """Split ``NAME[:key=value,...]`` into its source and every option (defaults filled in).
+    """Split ``NAME[:key=value,...]`` into its source and its options, normalised (defaults
+    filled in, one spelling per value).
 
-    Unknown names or options, and sources unavailable here, are a UserError.
+    Unknown names, unknown or repeated options and sources unavailable here are a UserError.
     """
     name, _, rest = spec.partition(":")
     source = SOURCES.get(name.strip().lower())
@@ -162,11 +184,14 @@ def parse_spec(spec: str) -> tuple[DatasetSource, dict[str, str]]:
     options: dict[str, str] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or key not in source.options:
             valid = choices_text(source.options) if source.options else "none"
             raise UserError(f"invalid option {item!r} for dataset {source.name}: options: {valid}")
-        options[key] = value
-    options = {k: options.get(k, default) for k, (default, _) in source.options.items()}
+        if key in options:
+            raise UserError(f"dataset option {key} given twice in {spec!r}")
+        options[key] = value.strip()
+    options = source.normalize(options)
     reason = source.unavailable_reason()
     if reason is not None:
         raise UserError(f"dataset {source.name} is not available here: {reason}")
@@ -174,13 +199,13 @@ def parse_spec(spec: str) -> tuple[DatasetSource, dict[str, str]]:
 
 
 def canonical_spec(spec: str) -> str:
-    """One spelling per dataset: ``synthetic:size=500`` -> ``synthetic:classes=10,...``."""
+    """One spelling per dataset: ``synthetic:size=0500`` -> ``synthetic:classes=10,...``."""
     source, options = parse_spec(spec)
-    given = ",".join(f"{k}={v}" for k, v in sorted(options.items()) if v)
+    given = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
     return f"{source.name}:{given}" if given else source.name
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=2)
 def _load_raw(canonical: str) -> RawData:
     source, options = parse_spec(canonical)
     return source.load(**options)
@@ -235,12 +260,9 @@ def load_dataset(settings: RunSettings, device: torch.device) -> Dataset:
     )  # fmt: skip
     rng = np.random.default_rng(settings.split_seed)
     probe_idx = np.sort(rng.permutation(n)[: min(settings.probe_size, n)])
-    x = torch.from_numpy(np.ascontiguousarray(raw.x)).to(device)
-    y = torch.from_numpy(raw.y).to(device)
 
-    def take(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        t = torch.from_numpy(idx).to(device)
-        return x[t], y[t]
+    def take(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:  # indexed on the host
+        return torch.from_numpy(raw.x[idx]).to(device), torch.from_numpy(raw.y[idx]).to(device)
 
     (x_tr, y_tr), (x_te, y_te), (x_pr, y_pr) = take(train_idx), take(test_idx), take(probe_idx)
     name = canonical_spec(settings.dataset)

@@ -4,7 +4,8 @@
 layers; ``train`` hands the plugin a :class:`RunContext` and lets it fit the model.
 Each ``ctx.end_epoch(model)`` evaluates accuracy and loss on train and test, runs the
 epoch-end hooks (measures attach here), logs every metric as one batch with step = epoch and
-tells the listeners (progress display, pruning). A non-finite training loss stops the run.
+tells the listeners (progress display, pruning). A non-finite loss on the training split,
+evaluated at the epoch end, stops the run.
 """
 
 from __future__ import annotations
@@ -55,18 +56,22 @@ def build_model(plugin: Plugin, config: Any, data: Dataset, seed: int) -> torch.
     model = plugin.build(config, data).to(data.device)
     if not callable(getattr(model, "forward_intermediates", None)):
         raise TypeError(f"{type(model).__name__} has no forward_intermediates(x)")
-    x = data.x_probe[:2]
+    x = data.x_train[:2]  # a stratified split holds at least 2 training samples
+    model.eval()  # no batch-norm statistics are updated by the check
     with torch.no_grad():
         out = model.forward_intermediates(x)
+    model.train()
     if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict) and out[1]):
         raise TypeError("forward_intermediates(x) must return (logits, {layer_name: activation})")
     logits, layers = out
-    if tuple(logits.shape) != (2, data.num_classes):
+    if tuple(logits.shape) != (x.shape[0], data.num_classes):
         raise TypeError(
-            f"logits have shape {tuple(logits.shape)}, expected (B, {data.num_classes})"
+            f"logits have shape {tuple(logits.shape)} for {x.shape[0]} samples, expected "
+            f"(B, {data.num_classes})"
         )
     for name, act in layers.items():
-        if not (isinstance(name, str) and isinstance(act, torch.Tensor) and act.shape[0] == 2):
+        ok = isinstance(name, str) and isinstance(act, torch.Tensor) and act.shape[0] == x.shape[0]
+        if not ok:
             raise TypeError(f"layer {name!r} is not a (B, ...) tensor named by a string")
     return model
 

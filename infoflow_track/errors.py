@@ -8,7 +8,8 @@ from collections.abc import Iterable
 class UserError(Exception):
     """Bad input from the user: the CLI prints the message and exits with status 2.
 
-    Raised before anything is written to a store, so a rejected command leaves no trace.
+    Raised while a command checks its input, before it writes to any store, so a rejected
+    command leaves no trace.
     """
 
     exit_code = 2

@@ -21,6 +21,7 @@ from infoflow_track import __version__
 from infoflow_track.data import Dataset, load_dataset
 from infoflow_track.devices import describe_device, resolve_device
 from infoflow_track.engine import EpochHook, EpochListener, build_model, train
+from infoflow_track.errors import UserError
 from infoflow_track.hparams import parse_config
 from infoflow_track.plugin import Plugin
 from infoflow_track.registry import PluginEntry, PluginError, get_entry
@@ -41,17 +42,21 @@ class RunPlan:
     model: torch.nn.Module
 
     def params(self) -> dict[str, str]:
-        """Every resolved hyperparameter and run setting, and the data's sizes, as params."""
+        """Every resolved hyperparameter and run setting, and the data's sizes, as params.
+
+        Hyperparameters cannot collide with these: run-setting names are reserved by the
+        contract check, and the ``data.`` prefix is no Python identifier.
+        """
         data = self.data
         return {
             **self.config.as_params(),
             **self.settings.as_params(),
             "dataset": data.name,
             "device": str(self.device),
-            "n_train": str(data.y_train.shape[0]),
-            "n_test": str(data.y_test.shape[0]),
-            "n_probe": str(data.y_probe.shape[0]),
-            "num_classes": str(data.num_classes),
+            "data.n_train": str(data.y_train.shape[0]),
+            "data.n_test": str(data.y_test.shape[0]),
+            "data.n_probe": str(data.y_probe.shape[0]),
+            "data.num_classes": str(data.num_classes),
         }
 
     def tags(self) -> dict[str, str]:
@@ -66,8 +71,8 @@ class RunPlan:
             "infoflow.python": platform.python_version(),
         }
         plugin_file = sys.modules[type(self.plugin).__module__].__file__
-        state = git_state(Path(plugin_file).parent) if plugin_file else None
-        if state is not None:  # the plugin's source is in a git work tree
+        state = git_state(Path(plugin_file)) if plugin_file else None
+        if state is not None:  # the plugin's source file is tracked by a git repository
             tags["mlflow.source.git.commit"] = state[0]
             tags["infoflow.git_dirty"] = str(state[1]).lower()
         return tags
@@ -79,20 +84,43 @@ class RunResult:
     metrics: dict[str, float]  # the last epoch's
 
 
+def experiment_name(requested: str | None, plan: RunPlan) -> str:
+    """The MLflow experiment of a run: ``requested``, or the plugin's name by default."""
+    if requested is None:
+        return plan.entry.name
+    name = requested.strip()
+    if not name or len(name) > 500:
+        raise UserError(
+            f"invalid --experiment {requested[:40]!r}: give a name of 1 to 500 characters"
+        )
+    if name == "Default":
+        raise UserError(
+            "invalid --experiment 'Default': MLflow keeps its artifacts outside the store; "
+            "choose another name"
+        )
+    return name
+
+
 def plan_run(plugin_name: str, overrides: Mapping[str, Any], settings: RunSettings) -> RunPlan:
     """Resolve and validate a run and build its model; UserError names any bad input."""
     entry = get_entry(plugin_name)
     plugin_cls = entry.load()
     config = parse_config(plugin_cls.Config, overrides)
     device = resolve_device(settings.device)
-    data = load_dataset(settings, device)
     plugin = plugin_cls()
     try:
+        data = load_dataset(settings, device)
         model = build_model(plugin, config, data, settings.seed)
     except TypeError as exc:
         raise PluginError(
             f"plugin '{entry.name}' ({entry.package}) breaks the model contract: {exc}"
         ) from None
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        raise UserError(f"data and model do not fit in memory on {device}: {exc}") from None
+    except RuntimeError as exc:  # the CPU allocator's out-of-memory error
+        if "can't allocate memory" not in str(exc):
+            raise
+        raise UserError(f"data and model do not fit in memory on {device}") from None
     return RunPlan(entry, plugin, config, settings, device, data, model)
 
 
@@ -100,15 +128,16 @@ def execute_run(
     plan: RunPlan,
     tracker: Tracker,
     *,
-    experiment: str | None = None,
+    experiment: str,
     run_name: str | None = None,
     parent_run_id: str | None = None,
     hooks: Sequence[EpochHook] = (),
     listeners: Sequence[EpochListener] = (),
 ) -> RunResult:
-    """Train ``plan`` and record it as one MLflow run; the run is ended whatever happens."""
+    """Train ``plan`` and record it as one MLflow run in ``experiment`` (see
+    :func:`experiment_name`); the run is ended whatever happens."""
     run = tracker.start_run(
-        experiment or plan.entry.name,
+        experiment,
         run_name=run_name,
         tags=plan.tags(),
         parent_run_id=parent_run_id,

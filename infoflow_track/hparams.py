@@ -20,6 +20,7 @@ from typing import Any
 from infoflow_track.errors import UserError, choices_text
 
 _SCALARS = {int: "int", float: "float", bool: "bool", str: "str"}
+MAX_TEXT = 6000  # MLflow's limit on a param value
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -103,11 +104,15 @@ def _supported(typ: Any) -> bool:
 
 
 class HParams:
-    """Base of plugin configs: validates every field against its spec on construction."""
+    """Base of plugin configs: validates every field against its spec on construction
+    (an int given for a float field is stored as float)."""
 
     def __post_init__(self) -> None:
         for spec in specs(type(self)).values():
-            check_value(spec, getattr(self, spec.name))
+            value = getattr(self, spec.name)
+            check_value(spec, value)
+            if spec.type is float and not isinstance(value, float):
+                object.__setattr__(self, spec.name, float(value))
 
     def as_params(self) -> dict[str, str]:
         """Flat ``{name: text}`` form for tracking (tuples as ``256,128,64``)."""
@@ -125,6 +130,11 @@ def check_value(spec: HParamSpec, value: Any) -> None:
             _check_scalar(spec, elem_type, v, whole=value)
     else:
         _check_scalar(spec, spec.type, value, whole=value)
+    if len(format_value(value)) > MAX_TEXT:
+        raise UserError(
+            f"hyperparameter '{spec.name}' is {len(format_value(value))} characters long as "
+            f"text; MLflow records at most {MAX_TEXT}"
+        )
 
 
 def _check_scalar(spec: HParamSpec, typ: type, v: Any, *, whole: Any) -> None:

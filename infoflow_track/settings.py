@@ -38,9 +38,11 @@ class RunSettings:
             raise UserError(f"invalid --test-fraction {self.test_fraction}: valid is 0 < x < 1")
         if self.classes is not None:
             if len(self.classes) < 2:
-                raise UserError(f"invalid --classes {self.classes}: give at least two classes")
+                shown = ",".join(map(str, self.classes))
+                raise UserError(f"invalid --classes {shown}: give at least two classes")
             if len(set(self.classes)) != len(self.classes):
-                raise UserError(f"invalid --classes {self.classes}: a class is repeated")
+                shown = ",".join(map(str, self.classes))
+                raise UserError(f"invalid --classes {shown}: a class is repeated")
 
     def as_params(self) -> dict[str, str]:
         """Flat ``{name: text}`` form for tracking."""
@@ -50,7 +52,7 @@ class RunSettings:
 
 
 #: Names a plugin hyperparameter may not take: they are run params of every run.
-RUN_SETTING_NAMES = frozenset(f.name for f in fields(RunSettings)) | {"device"}
+RUN_SETTING_NAMES = frozenset(f.name for f in fields(RunSettings))
 
 
 def parse_classes(text: str | None) -> tuple[int, ...] | None:

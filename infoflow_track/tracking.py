@@ -48,7 +48,11 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
             "sqlite:///PATH/mlflow.db, http(s)://SERVER, postgresql://..., mysql://..."
         )
     db = sqlite_path(uri)
-    return uri if db is None else "sqlite:///" + str(db.resolve())
+    if db is None:
+        return uri
+    if not db.name or db.is_dir() or uri.endswith("/"):
+        raise UserError(f"invalid tracking URI {uri!r}: name a database file, e.g. sqlite:///x.db")
+    return "sqlite:///" + str(db.resolve())
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -97,6 +101,7 @@ class Tracker:
         self.uri = resolve_tracking_uri(uri)
         self._experiments: dict[str, str] = {}
         db = sqlite_path(self.uri)
+        _check_server_reachable(self.uri)
         try:
             if db is not None:
                 db.parent.mkdir(parents=True, exist_ok=True)
@@ -131,13 +136,14 @@ class Tracker:
         if root is not None:
             slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "experiment"
             location = (root / f"{slug}-{int(time.time() * 1000)}").as_uri()
+        from mlflow.exceptions import MlflowException
+
         try:
             return self.client.create_experiment(name, artifact_location=location)
-        except Exception:  # created meanwhile by another process
-            found = self.client.get_experiment_by_name(name)
-            if found is None:
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # else: another process made it
                 raise
-            return found.experiment_id
+            return self.client.get_experiment_by_name(name).experiment_id
 
     def start_run(
         self,
@@ -155,6 +161,20 @@ class Tracker:
             self.experiment_id(experiment), tags=all_tags, run_name=run_name
         )
         return RunLogger(self.client, run.info.run_id)
+
+
+def _check_server_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """For an http(s) store, one quick /health request: MLflow's own client retries an
+    unreachable server for minutes before it gives up."""
+    if urlparse(uri).scheme not in ("http", "https"):
+        return
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot reach tracking server {uri!r}: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -201,17 +221,20 @@ class RunLogger:
 
 
 def git_state(path: Path) -> tuple[str, bool] | None:
-    """(HEAD commit, modified?) of the git work tree holding ``path``, or None outside one.
-
-    Untracked files do not count as modifications.
+    """(HEAD commit, modified?) of the git repository that tracks file ``path``, or None if
+    none does (an installed or ignored copy). Untracked files do not count as modifications.
     """
     try:
+        subprocess.run(
+            ["git", "-C", str(path.parent), "ls-files", "--error-unmatch", path.name],
+            capture_output=True, timeout=5, check=True,
+        )  # fmt: skip
         head = subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "HEAD"],
+            ["git", "-C", str(path.parent), "rev-parse", "HEAD"],
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout.strip()  # fmt: skip
         dirty = subprocess.run(
-            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(path.parent), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):

@@ -53,6 +53,37 @@ def test_every_epoch_is_a_permutation_of_the_training_set(digits) -> None:
     assert not torch.equal(seen[0], seen[1])  # a fresh permutation each epoch
 
 
+def test_batch_order_follows_the_seed(digits) -> None:
+    orders = {}
+
+    class Recorder(MLPPlugin):
+        def fit(self, model, ctx):
+            orders.setdefault(ctx.settings.seed, []).append(
+                torch.cat([y for _, y in ctx.batches()])
+            )
+            ctx.end_epoch(model)
+
+    for seed in (0, 0, 1):
+        settings = RunSettings(dataset="digits", epochs=1, batch_size=128, seed=seed)
+        model = build_model(MLPPlugin(), MLPConfig(widths=(8,)), digits, seed=0)  # same init
+        train(Recorder(), model, MLPConfig(widths=(8,)), digits, settings)
+    assert torch.equal(orders[0][0], orders[0][1])
+    assert not torch.equal(orders[0][0], orders[1][0])
+
+
+def test_model_check_leaves_batch_norm_statistics_alone(digits) -> None:
+    class WithBatchNorm(MLPPlugin):
+        def build(self, config, data):
+            model = super().build(config, data)
+            model.norm = torch.nn.BatchNorm1d(64)
+            inner = model.forward_intermediates
+            model.forward_intermediates = lambda x: inner(model.norm(x.flatten(1)))
+            return model
+
+    model = build_model(WithBatchNorm(), MLPConfig(widths=(8,)), digits, seed=0)
+    assert model.norm.num_batches_tracked == 0 and model.training
+
+
 def test_evaluate_matches_an_independent_computation(digits) -> None:
     torch.manual_seed(0)
     model = MLPPlugin().build(MLPConfig(widths=(16,)), digits)

@@ -55,6 +55,13 @@ def test_bad_values_name_the_key_and_what_is_valid(overrides, named, valid) -> N
     assert valid in str(info.value)
 
 
+def test_float_fields_store_floats_and_long_values_are_refused() -> None:
+    assert Demo(lr=1).lr == 1.0 and isinstance(Demo(lr=1).lr, float)
+    assert Demo(lr=1).as_params()["lr"] == parse_config(Demo, {"lr": "1"}).as_params()["lr"]
+    with pytest.raises(UserError, match="MLflow records at most 6000"):
+        parse_config(Demo, {"widths": ",".join(["1000"] * 1500)})
+
+
 def test_typed_values_are_checked_too() -> None:
     with pytest.raises(UserError, match="'widths'"):
         Demo(widths=())

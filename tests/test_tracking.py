@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from infoflow_track import UserError
-from infoflow_track.tracking import Tracker, resolve_tracking_uri
+from infoflow_track.tracking import Tracker, git_state, resolve_tracking_uri
 
 
 class CountingClient:
@@ -58,6 +61,41 @@ def test_explicit_uri_beats_environment_beats_default(
 def test_uris_mlflow_3_cannot_store_in_are_user_errors(uri: str) -> None:
     with pytest.raises(UserError, match=r"invalid tracking URI .*sqlite:///PATH"):
         resolve_tracking_uri(uri)
+
+
+def test_a_sqlite_uri_naming_no_file_is_a_user_error(tmp_path: Path) -> None:
+    for uri in ("sqlite:///", f"sqlite:///{tmp_path}", f"sqlite:///{tmp_path}/"):
+        with pytest.raises(UserError, match="name a database file"):
+            resolve_tracking_uri(uri)
+
+
+def test_an_unreachable_server_is_a_quick_user_error() -> None:
+    with socket.socket() as s:  # a port on which nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(UserError, match="cannot reach tracking server"):
+        Tracker(f"http://127.0.0.1:{port}")
+    assert time.monotonic() - started < 30
+
+
+def test_git_state_only_for_files_a_repository_tracks(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / ".gitignore").write_text("ignored.py\n")
+    for name in ("plugin.py", "ignored.py"):
+        (tmp_path / name).write_text("x = 1\n")
+    git("add", ".gitignore", "plugin.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    head = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert git_state(tmp_path / "plugin.py") == (head, False)
+    assert git_state(tmp_path / "ignored.py") is None
+    (tmp_path / "plugin.py").write_text("x = 2\n")
+    assert git_state(tmp_path / "plugin.py") == (head, True)
 
 
 def test_a_store_that_cannot_be_created_is_a_user_error(tmp_path: Path) -> None:
