@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,14 +83,14 @@ def plugins_show(name: Annotated[str, typer.Argument(help="plugin name")]) -> No
 @app.command("datasets")
 def datasets() -> None:
     """The datasets this machine can load, and why the others cannot be."""
-    from infoflow_track.data import SOURCES, describe_datasets
+    from infoflow_track.data import SOURCES
 
-    for name, summary, reason in describe_datasets():
+    for source in SOURCES.values():
+        reason = source.unavailable_reason()
         state = "available" if reason is None else f"unavailable: {reason}"
-        typer.echo(f"{name:<12} {state:<12} {summary}")
-        if SOURCES[name].options:
-            for key, help_text in SOURCES[name].options.items():
-                typer.echo(f"{'':<12} {name}:{key}=...  {help_text}")
+        typer.echo(f"{source.name:<12} {state:<12} {source.summary}")
+        for key, help_text in source.options.items():
+            typer.echo(f"{'':<12} {source.name}:{key}=...  {help_text}")
 
 
 @app.command("run")
@@ -188,27 +187,14 @@ def ui(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store to serve")] = None,
 ) -> None:
     """Serve the MLflow UI for the store (default mlruns/) on http://127.0.0.1:PORT."""
-    from infoflow_track.tracking import Tracker, artifact_root
+    from infoflow_track.tracking import Tracker, ui_command
 
     with user_errors():
-        uri = Tracker(tracking_uri).uri  # validated, and created once if new
-        _check_port_free(port)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    root = artifact_root(uri)
-    if root is not None:
-        cmd += ["--default-artifact-root", root.as_uri()]
-    typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+        tracker = Tracker(tracking_uri)  # validated, and created once if new
+        cmd = ui_command(tracker.uri, port)
+    typer.echo(f"MLflow UI for {tracker.uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
     sys.stdout.flush()
-    os.execv(sys.executable, cmd)
-
-
-def _check_port_free(port: int) -> None:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise UserError(f"--port {port} is not free on 127.0.0.1: {exc.strerror}") from None
+    os.execv(cmd[0], cmd)
 
 
 def main() -> None:

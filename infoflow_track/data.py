@@ -111,7 +111,7 @@ def _synthetic_options(given: dict[str, str]) -> dict[str, str]:
         dims = [_int_option("dim", given.get("dim", "32"), 1, 1 << 20)]
     size = _int_option("size", given.get("size", "10000"), 2, MAX_SYNTHETIC_SIZE)
     if size * math.prod(dims) > MAX_SYNTHETIC_VALUES:
-        gib = size * math.prod(dims) * 4 / 2**30
+        gib = size * math.prod(dims) * 4 / 2**30  # float32
         raise UserError(
             f"synthetic: size x shape is {gib:.0f} GiB of float32; the limit is "
             f"{MAX_SYNTHETIC_VALUES * 4 / 2**30:.0f} GiB"
@@ -206,7 +206,7 @@ def canonical_spec(spec: str) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def _load_raw(canonical: str) -> RawData:
+def _load_raw(canonical: str) -> RawData:  # keyed by the canonical spec: one entry per dataset
     source, options = parse_spec(canonical)
     return source.load(**options)
 
@@ -244,13 +244,14 @@ def load_dataset(settings: RunSettings, device: torch.device) -> Dataset:
     """
     from sklearn.model_selection import train_test_split
 
-    raw = select_classes(load_raw(settings.dataset), settings.classes)
+    name = canonical_spec(settings.dataset)
+    raw = select_classes(_load_raw(name), settings.classes)
     n, k = raw.y.shape[0], len(raw.class_names)
     counts = np.bincount(raw.y, minlength=k)
     n_test = math.ceil(settings.test_fraction * n)  # as train_test_split rounds
     if counts.min() < 2 or n_test < k or n - n_test < k:
         raise UserError(
-            f"dataset {settings.dataset} has too few samples for a stratified split: {n} "
+            f"dataset {name} has too few samples for a stratified split: {n} "
             f"samples, {counts.min()} in the smallest of {k} classes, --test-fraction "
             f"{settings.test_fraction}; each class needs a sample on both sides"
         )
@@ -265,10 +266,4 @@ def load_dataset(settings: RunSettings, device: torch.device) -> Dataset:
         return torch.from_numpy(raw.x[idx]).to(device), torch.from_numpy(raw.y[idx]).to(device)
 
     (x_tr, y_tr), (x_te, y_te), (x_pr, y_pr) = take(train_idx), take(test_idx), take(probe_idx)
-    name = canonical_spec(settings.dataset)
     return Dataset(name, x_tr, y_tr, x_te, y_te, x_pr, y_pr, raw.class_names)
-
-
-def describe_datasets() -> list[tuple[str, str, str | None]]:
-    """``(name, summary, reason it is unavailable or None)`` for every known dataset."""
-    return [(s.name, s.summary, s.unavailable_reason()) for s in SOURCES.values()]

@@ -26,7 +26,7 @@ from infoflow_track.hparams import parse_config
 from infoflow_track.plugin import Plugin
 from infoflow_track.registry import PluginEntry, PluginError, get_entry
 from infoflow_track.settings import RunSettings
-from infoflow_track.tracking import Tracker, git_state
+from infoflow_track.tracking import Tracker, check_experiment_name, git_state
 
 
 @dataclass(frozen=True)
@@ -85,20 +85,9 @@ class RunResult:
 
 
 def experiment_name(requested: str | None, plan: RunPlan) -> str:
-    """The MLflow experiment of a run: ``requested``, or the plugin's name by default."""
-    if requested is None:
-        return plan.entry.name
-    name = requested.strip()
-    if not name or len(name) > 500:
-        raise UserError(
-            f"invalid --experiment {requested[:40]!r}: give a name of 1 to 500 characters"
-        )
-    if name == "Default":
-        raise UserError(
-            "invalid --experiment 'Default': MLflow keeps its artifacts outside the store; "
-            "choose another name"
-        )
-    return name
+    """The MLflow experiment of a run, checked before any store opens: ``requested``, or the
+    plugin's name by default."""
+    return check_experiment_name(plan.entry.name if requested is None else requested)
 
 
 def plan_run(plugin_name: str, overrides: Mapping[str, Any], settings: RunSettings) -> RunPlan:

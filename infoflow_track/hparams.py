@@ -130,10 +130,11 @@ def check_value(spec: HParamSpec, value: Any) -> None:
             _check_scalar(spec, elem_type, v, whole=value)
     else:
         _check_scalar(spec, spec.type, value, whole=value)
-    if len(format_value(value)) > MAX_TEXT:
+    length = len(format_value(value))
+    if length > MAX_TEXT:
         raise UserError(
-            f"hyperparameter '{spec.name}' is {len(format_value(value))} characters long as "
-            f"text; MLflow records at most {MAX_TEXT}"
+            f"hyperparameter '{spec.name}' is {length} characters long as text; MLflow "
+            f"records at most {MAX_TEXT}"
         )
 
 

@@ -37,11 +37,10 @@ class RunSettings:
         if not (math.isfinite(self.test_fraction) and 0.0 < self.test_fraction < 1.0):
             raise UserError(f"invalid --test-fraction {self.test_fraction}: valid is 0 < x < 1")
         if self.classes is not None:
+            shown = ",".join(map(str, self.classes))
             if len(self.classes) < 2:
-                shown = ",".join(map(str, self.classes))
                 raise UserError(f"invalid --classes {shown}: give at least two classes")
             if len(set(self.classes)) != len(self.classes):
-                shown = ",".join(map(str, self.classes))
                 raise UserError(f"invalid --classes {shown}: a class is repeated")
 
     def as_params(self) -> dict[str, str]:

@@ -12,7 +12,9 @@ import fcntl
 import logging
 import os
 import re
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -88,6 +90,36 @@ def _creation_lock(db: Path | None) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def check_experiment_name(name: str) -> str:
+    """``name`` stripped, if MLflow can hold it here: 1 to 500 characters, and not
+    ``Default`` (which MLflow creates with artifacts outside the store). Else UserError."""
+    stripped = name.strip()
+    if not stripped or len(stripped) > 500:
+        raise UserError(f"invalid experiment name {name[:40]!r}: give 1 to 500 characters")
+    if stripped == "Default":
+        raise UserError(
+            "invalid experiment name 'Default': MLflow keeps its artifacts outside the "
+            "store; choose another name"
+        )
+    return stripped
+
+
+def ui_command(uri: str, port: int) -> list[str]:
+    """The argv serving the MLflow UI for store ``uri`` on 127.0.0.1:``port``; a port that is
+    taken is a UserError."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise UserError(f"--port {port} is not free on 127.0.0.1: {exc.strerror}") from None
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    root = artifact_root(uri)
+    if root is not None:
+        cmd += ["--default-artifact-root", root.as_uri()]
+    return cmd
+
+
 class Tracker:
     """One tracking store, opened (and for SQLite created, once, under a lock) on construction.
 
@@ -115,6 +147,7 @@ class Tracker:
 
     def experiment_id(self, name: str) -> str:
         """Id of experiment ``name``, created (artifacts under the store's root) if absent."""
+        name = check_experiment_name(name)
         if name in self._experiments:
             return self._experiments[name]
         found = self.client.get_experiment_by_name(name)

@@ -88,8 +88,8 @@ BAD_INPUTS = {
         "--test-fraction",
     ),
     "file store": (["run", "mlp", "--tracking-uri", "/tmp/runs"], "'/tmp/runs'", "sqlite:///"),
-    "blank experiment": (["run", "mlp", "--experiment", " "], "--experiment", "1 to 500"),
-    "long experiment": (["run", "mlp", "--experiment", "e" * 501], "--experiment", "1 to 500"),
+    "blank experiment": (["run", "mlp", "--experiment", " "], "experiment name ' '", "1 to 500"),
+    "long experiment": (["run", "mlp", "--experiment", "e" * 501], "experiment name", "1 to 500"),
     "Default experiment": (["run", "mlp", "--experiment", "Default"], "'Default'", "another"),
 }
 

@@ -104,6 +104,14 @@ def test_a_store_that_cannot_be_created_is_a_user_error(tmp_path: Path) -> None:
         Tracker(f"sqlite:///{tmp_path / 'afile' / 'mlflow.db'}")
 
 
+@pytest.mark.parametrize("name", ["", "   ", "x" * 501, "Default"])
+def test_the_tracker_refuses_experiment_names_mlflow_cannot_hold(sqlite_uri, name) -> None:
+    tracker = Tracker(sqlite_uri)
+    with pytest.raises(UserError, match="invalid experiment name"):
+        tracker.experiment_id(name)
+    assert [e.name for e in tracker.client.search_experiments()] == ["Default"]  # no new one
+
+
 def test_a_deleted_experiment_is_a_user_error(sqlite_uri: str) -> None:
     tracker = Tracker(sqlite_uri)
     tracker.client.delete_experiment(tracker.experiment_id("gone"))
