@@ -108,6 +108,11 @@ def run(
     probe_size: Annotated[int, typer.Option(help="samples in the fixed probe set")] = 4096,
     test_fraction: Annotated[float, typer.Option(help="share of samples held out")] = 0.2,
     split_seed: Annotated[int, typer.Option(help="seed of the train/test split")] = 0,
+    mi: Annotated[str, typer.Option(help="MI estimator on the probe set: binning or kde")] = (
+        "binning"
+    ),
+    bins: Annotated[int, typer.Option(help="bins per layer range (--mi binning)")] = 30,
+    noise_var: Annotated[float, typer.Option(help="noise variance (--mi kde)")] = 0.1,
     experiment: Annotated[
         str | None, typer.Option(help="MLflow experiment (default: the plugin name)")
     ] = None,
@@ -126,7 +131,8 @@ def run(
         settings = RunSettings(
             dataset=dataset, classes=parse_classes(classes), epochs=epochs,
             batch_size=batch_size, seed=seed, device=device, probe_size=probe_size,
-            test_fraction=test_fraction, split_seed=split_seed,
+            test_fraction=test_fraction, split_seed=split_seed, mi=mi, bins=bins,
+            noise_var=noise_var,
         )  # fmt: skip
         plan = plan_run(plugin, parse_assignments(set_ or []), settings)
         experiment = experiment_name(experiment, plan)
@@ -140,7 +146,7 @@ def run(
         result = execute_run(
             plan, tracker, experiment=experiment, run_name=run_name, listeners=[listener]
         )
-    summary = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+    summary = _headline(result.metrics)
     ui_command = "infoflow ui"
     if tracker.uri != resolve_tracking_uri(None):
         ui_command += f" --tracking-uri {shlex.quote(tracker.uri)}"
@@ -163,6 +169,13 @@ def _run_outcome() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+def _headline(metrics: dict[str, float]) -> str:
+    """Accuracy and loss in one line, and how many layer measures were logged beside them."""
+    shown = [f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("acc/", "loss/"))]
+    layer_measures = len(metrics) - len(shown)
+    return "  ".join(shown) + (f"  (+{layer_measures} layer measures)" if layer_measures else "")
+
+
 @contextmanager
 def _epoch_progress(epochs: int) -> Iterator:
     """A rich progress bar over epochs, and a line of metrics per epoch."""
@@ -174,7 +187,7 @@ def _epoch_progress(epochs: int) -> Iterator:
         task = progress.add_task("training", total=epochs)
 
         def listener(step: int, metrics: dict[str, float]) -> None:
-            shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" in k)
+            shown = _headline(metrics)
             progress.console.print(f"epoch {step:>3}  {shown}", soft_wrap=True)
             progress.update(task, completed=min(step, epochs))
 

@@ -11,6 +11,7 @@ evaluated at the epoch end, stops the run.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,6 +28,8 @@ EpochHook = Callable[[torch.nn.Module, RunContext], Mapping[str, float]]
 #: A listener gets (step, metrics of that step) after they are logged.
 EpochListener = Callable[[int, Mapping[str, float]], None]
 
+#: Probed layer names become metric keys such as ``mi_xt/<layer>``.
+LAYER_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
 _EVAL_CHUNK = 8192  # samples per forward pass when evaluating
 
 
@@ -50,7 +53,8 @@ def build_model(plugin: Plugin, config: Any, data: Dataset, seed: int) -> torch.
     """The plugin's model on ``data.device``, initialised from ``seed``, contract checked.
 
     Raises ``TypeError`` if the model does not map x (B, ...) to logits (B, num_classes)
-    and named activations (B, ...) through ``forward_intermediates``.
+    and named activations (B, ...) through ``forward_intermediates``, or if a layer name
+    cannot be part of a metric key.
     """
     torch.manual_seed(seed)
     model = plugin.build(config, data).to(data.device)
@@ -73,6 +77,11 @@ def build_model(plugin: Plugin, config: Any, data: Dataset, seed: int) -> torch.
         ok = isinstance(name, str) and isinstance(act, torch.Tensor) and act.shape[0] == x.shape[0]
         if not ok:
             raise TypeError(f"layer {name!r} is not a (B, ...) tensor named by a string")
+        if not LAYER_NAME.fullmatch(name):
+            raise TypeError(
+                f"layer name {name!r} cannot be part of a metric key: use 1-100 letters, "
+                "digits, '_', '-' and '.'"
+            )
     return model
 
 

@@ -2,12 +2,14 @@
 
 :func:`plan_run` resolves the plugin, its config, the device and the data, and builds the
 model; any bad input raises :class:`~infoflow_track.errors.UserError` before a store is
-touched. :func:`execute_run` creates the MLflow run (params, tags), trains through the engine
-and closes the run as FINISHED, FAILED or KILLED.
+touched. :func:`execute_run` creates the MLflow run (params, tags), trains through the engine with
+the layer probe (MI and CKA every epoch, figures at the end) and closes the run as
+FINISHED, FAILED or KILLED.
 """
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import sys
 from collections.abc import Mapping, Sequence
@@ -24,6 +26,7 @@ from infoflow_track.engine import EpochHook, EpochListener, build_model, train
 from infoflow_track.errors import UserError
 from infoflow_track.hparams import parse_config
 from infoflow_track.plugin import Plugin
+from infoflow_track.probe import LayerProbe
 from infoflow_track.registry import PluginEntry, PluginError, get_entry
 from infoflow_track.settings import RunSettings
 from infoflow_track.tracking import Tracker, check_experiment_name, git_state
@@ -125,24 +128,29 @@ def execute_run(
 ) -> RunResult:
     """Train ``plan`` and record it as one MLflow run in ``experiment`` (see
     :func:`experiment_name`); the run is ended whatever happens."""
+    probe = LayerProbe(plan.model, plan.data, plan.settings)  # captures the initial layers
     run = tracker.start_run(
         experiment,
         run_name=run_name,
         tags=plan.tags(),
         parent_run_id=parent_run_id,
     )
+    probe.artifacts = run
     try:
         run.log_params(plan.params())
         result = train(
             plan.plugin, plan.model, plan.config, plan.data, plan.settings,
-            sink=run, hooks=hooks, listeners=listeners,
+            sink=run, hooks=[probe, *hooks], listeners=listeners,
         )  # fmt: skip
     except KeyboardInterrupt:
         run.end("KILLED")
         raise
     except BaseException as exc:
         run.set_tags({"infoflow.error": f"{type(exc).__name__}: {exc}"[:5000]})
+        with contextlib.suppress(Exception):  # best effort: figures of the measured epochs
+            probe.finish()
         run.end("FAILED")
         raise
+    probe.finish()
     run.end("FINISHED")
     return RunResult(run.run_id, result.metrics)

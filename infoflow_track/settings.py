@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from infoflow_track.errors import UserError
+from infoflow_track.errors import UserError, choices_text
 
 MAX_SEED = 2**32 - 1  # numpy and scikit-learn take seeds below 2**32
+MI_ESTIMATORS = ("binning", "kde")
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,9 @@ class RunSettings:
     """Dataset, split, schedule, seed and device of one run; validated on construction.
 
     ``classes`` keeps a subset of the dataset's labels (relabelled 0..k-1 in the given order);
-    ``probe_size`` is the number of fixed samples on which measures are taken every epoch.
+    ``probe_size`` is the number of fixed samples on which measures are taken every epoch;
+    ``mi`` picks the MI estimator there: layer-wise ``binning`` into ``bins`` bins, or the
+    ``kde`` upper bound with Gaussian noise of variance ``noise_var``.
     """
 
     dataset: str = "digits"
@@ -27,6 +30,9 @@ class RunSettings:
     probe_size: int = 4096
     test_fraction: float = 0.2
     split_seed: int = 0
+    mi: str = "binning"
+    bins: int = 30
+    noise_var: float = 0.1
 
     def __post_init__(self) -> None:
         _in_range("epochs", self.epochs, 1, 10**7)
@@ -34,6 +40,11 @@ class RunSettings:
         _in_range("seed", self.seed, 0, MAX_SEED)
         _in_range("probe-size", self.probe_size, 1, 10**9)
         _in_range("split-seed", self.split_seed, 0, MAX_SEED)
+        _in_range("bins", self.bins, 1, 2**15)
+        if self.mi not in MI_ESTIMATORS:
+            raise UserError(f"invalid --mi {self.mi!r}: valid are {choices_text(MI_ESTIMATORS)}")
+        if not (math.isfinite(self.noise_var) and self.noise_var > 0.0):
+            raise UserError(f"invalid --noise-var {self.noise_var}: valid is a number > 0")
         if not (math.isfinite(self.test_fraction) and 0.0 < self.test_fraction < 1.0):
             raise UserError(f"invalid --test-fraction {self.test_fraction}: valid is 0 < x < 1")
         if self.classes is not None:

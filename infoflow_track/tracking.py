@@ -246,7 +246,12 @@ class RunLogger:
             self.client.log_batch(self.run_id, metrics=items[i : i + _MAX_METRICS_PER_CALL])
 
     def log_dict(self, data: dict[str, Any], artifact_file: str) -> None:
+        """``data`` as a JSON artifact at ``artifact_file`` (a path inside the run)."""
         self.client.log_dict(self.run_id, data, artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        """A matplotlib figure as an image artifact (format from the file's extension)."""
+        self.client.log_figure(self.run_id, figure, artifact_file)
 
     def end(self, status: str = "FINISHED") -> None:
         """Close the run as FINISHED, FAILED or KILLED."""

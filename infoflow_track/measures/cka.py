@@ -1,0 +1,193 @@
+"""Centred kernel alignment (Kornblith et al. 2019) and its minibatch form (Nguyen et al. 2021).
+
+CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) for Gram matrices K, L of the same N
+samples under two representations. The biased form uses the centred Gram matrices
+(HSIC = <HKH, HLH>_F up to a constant); the debiased form uses the unbiased HSIC estimator of
+Song et al. (2012), which is near 0 for independent representations where the biased one is
+not. A representation with zero variance has no CKA: the result is NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from infoflow_track.measures._checks import check_paired
+
+KERNELS = ("linear", "rbf")
+
+
+def cka(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    kernel: str = "linear",
+    sigma_frac: float = 1.0,
+    debiased: bool = False,
+) -> torch.Tensor:
+    """CKA of representations x (N, ...) and y (N, ...) of the same samples; a 0-d tensor.
+
+    ``kernel="linear"`` works in feature space, O(N d^2), or through Gram matrices when the
+    layers are wider than N. ``kernel="rbf"`` uses exp(-|a - b|^2 / (2 sigma^2)) with sigma =
+    ``sigma_frac`` x the median pairwise distance of each representation (the median over all
+    N^2 entries, as Kornblith et al.'s code), and needs N x N memory.
+    """
+    check_paired(x, y)
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if debiased and x.shape[0] < 4:
+        raise ValueError(f"debiased CKA needs at least 4 samples, got {x.shape[0]}")
+    if kernel == "linear":
+        x, y = _centred(x), _centred(y)
+        xy, xx, yy = (_linear_hsic(a, b, debiased) for a, b in ((x, y), (x, x), (y, y)))
+    else:
+        if not (math.isfinite(sigma_frac) and sigma_frac > 0):
+            raise ValueError(f"sigma_frac must be a positive number, got {sigma_frac}")
+        k, l = rbf_gram(x, sigma_frac), rbf_gram(y, sigma_frac)  # noqa: E741
+        xy, xx, yy = (gram_hsic(a, b, debiased) for a, b in ((k, l), (k, k), (l, l)))
+    return xy / (xx * yy).sqrt()
+
+
+def cka_matrix(
+    xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor] | None = None, *, debiased=False
+) -> torch.Tensor:
+    """Linear CKA between every x in ``xs`` and every y in ``ys`` (default ``xs``): (Lx, Ly).
+
+    Every tensor is (N, ...) over the same N samples; each self-term is computed once, and
+    with ``ys`` omitted each pair once (the matrix is exactly symmetric).
+    """
+    same = ys is None
+    xs = [_centred(x) for x in xs]
+    ys = xs if same else [_centred(y) for y in ys]
+    for y in ys:
+        check_paired(xs[0], y)
+    self_x = torch.stack([_linear_hsic(x, x, debiased) for x in xs])
+    self_y = self_x if same else torch.stack([_linear_hsic(y, y, debiased) for y in ys])
+    cross = torch.empty(len(xs), len(ys), dtype=self_x.dtype, device=self_x.device)
+    for i, x in enumerate(xs):
+        for j, y in enumerate(ys):
+            if same and j < i:
+                cross[i, j] = cross[j, i]  # symmetric: each pair once
+            else:
+                cross[i, j] = self_x[i] if same and i == j else _linear_hsic(x, y, debiased)
+    return cross / (self_x[:, None] * self_y[None, :]).sqrt()
+
+
+def rbf_gram(x: torch.Tensor, sigma_frac: float = 1.0) -> torch.Tensor:
+    """(N, N) Gaussian Gram matrix of x (N, ...), bandwidth ``sigma_frac`` x median distance."""
+    sq = _squared_distances(x.reshape(x.shape[0], -1))
+    return torch.exp(-sq / (2.0 * sigma_frac**2 * sq.median()))
+
+
+def gram_hsic(k: torch.Tensor, l: torch.Tensor, debiased: bool = False) -> torch.Tensor:  # noqa: E741
+    """HSIC of two (N, N) Gram matrices: <HKH, HLH>_F (biased, unnormalised) or Song's
+    unbiased estimator (diagonals zeroed)."""
+    if not debiased:
+        return (_double_centred(k) * _double_centred(l)).sum()
+    n = k.shape[0]
+    k, l = k.clone(), l.clone()  # noqa: E741
+    k.diagonal().zero_()
+    l.diagonal().zero_()
+    trace = (k * l).sum()
+    k_rows, l_rows = k.sum(dim=1), l.sum(dim=1)
+    return _unbiased(trace, k_rows.sum(), l_rows.sum(), k_rows @ l_rows, n)
+
+
+class MinibatchCKA:
+    """Streaming debiased linear CKA over minibatches (Nguyen et al. 2021).
+
+    Each :meth:`update` adds the unbiased HSIC of every pair of layers on one batch; the CKA
+    matrix normalises the sums once: CKA_ij = sum_b HSIC_ij / sqrt(sum_b HSIC_ii sum_b HSIC_jj).
+    With one batch holding all samples it equals ``cka(x, y, debiased=True)``.
+    """
+
+    def __init__(self) -> None:
+        self.cross: torch.Tensor | None = None  # (Lx, Ly) summed HSIC
+        self.self_x: torch.Tensor | None = None  # (Lx,)
+        self.self_y: torch.Tensor | None = None  # (Ly,)
+        self.batches = 0
+
+    def update(self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor] | None = None) -> None:
+        """Add one batch: layers ``xs`` (each (B, ...)) against ``ys`` (default ``xs``)."""
+        gx = _zero_diagonal_grams(xs)  # (Lx, B, B)
+        gy = gx if ys is None else _zero_diagonal_grams(ys)
+        if gx.shape[1] != gy.shape[1] or gx.shape[1] < 4:
+            raise ValueError(f"each batch needs the same >= 4 samples, got {gx.shape[1]}, "
+                             f"{gy.shape[1]}")  # fmt: skip
+        cross, self_x, self_y = _pairwise_unbiased_hsic(gx, gy)
+        if self.cross is None:
+            self.cross, self.self_x, self.self_y = cross, self_x, self_y
+        else:
+            self.cross = self.cross + cross
+            self.self_x = self.self_x + self_x
+            self.self_y = self.self_y + self_y
+        self.batches += 1
+
+    def compute(self) -> torch.Tensor:
+        """The (Lx, Ly) CKA matrix of everything added so far."""
+        if self.cross is None:
+            raise RuntimeError("MinibatchCKA.compute() before any update()")
+        return self.cross / (self.self_x[:, None] * self.self_y[None, :]).sqrt()
+
+
+def _centred(x: torch.Tensor) -> torch.Tensor:
+    x = x.reshape(x.shape[0], -1)
+    return x - x.mean(dim=0, keepdim=True)
+
+
+def _linear_hsic(x: torch.Tensor, y: torch.Tensor, debiased: bool) -> torch.Tensor:
+    """HSIC of the linear kernels of x (N, d1), y (N, d2), without forming N x N matrices
+    unless the layers are wider than N."""
+    n = x.shape[0]
+    trace = _frobenius_of_product(x, y)  # <X X^T, Y Y^T>_F
+    if not debiased:
+        return trace
+    x_sq, y_sq = (x * x).sum(dim=1), (y * y).sum(dim=1)  # Gram diagonals (N,)
+    x_rows = x @ x.sum(dim=0) - x_sq  # row sums of the zero-diagonal Gram (N,)
+    y_rows = y @ y.sum(dim=0) - y_sq
+    return _unbiased(trace - x_sq @ y_sq, x_rows.sum(), y_rows.sum(), x_rows @ y_rows, n)
+
+
+def _frobenius_of_product(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """<X X^T, Y Y^T>_F = |X^T Y|_F^2, in whichever space is cheaper."""
+    n, d1, d2 = x.shape[0], x.shape[1], y.shape[1]
+    if d1 * d2 <= n * (d1 + d2):
+        return (x.T @ y).square().sum()
+    return ((x @ x.T) * (y @ y.T)).sum()
+
+
+def _unbiased(trace, k_sum, l_sum, rows_dot, n: int) -> torch.Tensor:
+    """Song et al.'s unbiased HSIC from tr(K~L~), 1'K~1, 1'L~1 and 1'K~L~1 (zero diagonals)."""
+    return (trace + k_sum * l_sum / ((n - 1) * (n - 2)) - 2.0 * rows_dot / (n - 2)) / (n * (n - 3))
+
+
+def _squared_distances(x: torch.Tensor) -> torch.Tensor:
+    sq = (x * x).sum(dim=1)
+    return (sq[:, None] + sq[None, :] - 2.0 * x @ x.T).clamp_min_(0.0)
+
+
+def _double_centred(k: torch.Tensor) -> torch.Tensor:
+    """H K H with H = I - 11'/N."""
+    return k - k.mean(dim=0, keepdim=True) - k.mean(dim=1, keepdim=True) + k.mean()
+
+
+def _zero_diagonal_grams(xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(L, B, B) linear Gram matrices of layers (each (B, ...)) with zeroed diagonals."""
+    grams = torch.stack([(x := t.reshape(t.shape[0], -1)) @ x.T for t in xs])
+    grams.diagonal(dim1=1, dim2=2).zero_()
+    return grams
+
+
+def _pairwise_unbiased_hsic(gx: torch.Tensor, gy: torch.Tensor):
+    """Unbiased HSIC of every (x, y) pair and of each with itself, from zero-diagonal Grams
+    (Lx, B, B) and (Ly, B, B): ((Lx, Ly), (Lx,), (Ly,))."""
+    n = gx.shape[1]
+    rows_x, rows_y = gx.sum(dim=2), gy.sum(dim=2)  # (L, B)
+    sums_x, sums_y = rows_x.sum(dim=1), rows_y.sum(dim=1)  # (L,)
+    flat_x, flat_y = gx.flatten(1), gy.flatten(1)
+    cross = _unbiased(flat_x @ flat_y.T, sums_x[:, None], sums_y[None, :], rows_x @ rows_y.T, n)
+    self_x = _unbiased((flat_x * flat_x).sum(1), sums_x, sums_x, (rows_x * rows_x).sum(1), n)
+    self_y = _unbiased((flat_y * flat_y).sum(1), sums_y, sums_y, (rows_y * rows_y).sum(1), n)
+    return cross, self_x, self_y
