@@ -140,7 +140,8 @@ def train(
             "loss/train": loss_train,
             "loss/test": loss_test,
         }
-        for hook in hooks:
+        diverged = not math.isfinite(loss_train)
+        for hook in () if diverged else hooks:  # no measures of a diverged model
             metrics.update(hook(model, ctx))
         if sink is not None:
             sink.log_metrics(metrics, step)
@@ -148,7 +149,7 @@ def train(
             listener(step, metrics)
         last.clear()
         last.update(metrics)
-        if not math.isfinite(loss_train):
+        if diverged:
             raise DivergedError(f"training loss is {loss_train} at epoch {step}")
         return metrics
 

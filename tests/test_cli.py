@@ -61,6 +61,19 @@ def test_run_records_all_params_and_identity_tags(digits_run) -> None:
     assert tags["infoflow.device"] == "cpu"
 
 
+def test_run_measures_every_layer_every_epoch_and_logs_figures(digits_run) -> None:
+    _, _, client, run = digits_run
+    run_id = run.info.run_id
+    for layer in ("hidden1", "hidden2", "hidden3"):
+        for kind in ("mi_xt", "mi_ty", "cka_label", "cka_init"):
+            steps = sorted(m.step for m in client.get_metric_history(run_id, f"{kind}/{layer}"))
+            assert steps == list(range(1, EPOCHS + 1)), (kind, layer)
+    assert len(client.list_artifacts(run_id, "cka")) == EPOCHS
+    plots = sorted(a.path for a in client.list_artifacts(run_id, "plots"))
+    assert plots == ["plots/cka_heatmap.png", "plots/information_plane.png"]
+    assert run.data.params["mi"] == "binning" and run.data.params["bins"] == "30"
+
+
 def test_default_mlp_learns_digits(digits_run) -> None:
     _, _, client, run = digits_run
     final = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "acc/test")}
@@ -91,6 +104,9 @@ BAD_INPUTS = {
     "blank experiment": (["run", "mlp", "--experiment", " "], "experiment name ' '", "1 to 500"),
     "long experiment": (["run", "mlp", "--experiment", "e" * 501], "experiment name", "1 to 500"),
     "Default experiment": (["run", "mlp", "--experiment", "Default"], "'Default'", "another"),
+    "unknown estimator": (["run", "mlp", "--mi", "knn"], "--mi 'knn'", "binning, kde"),
+    "zero bins": (["run", "mlp", "--bins", "0"], "--bins 0", "1..32768"),
+    "negative noise": (["run", "mlp", "--noise-var", "-1"], "--noise-var -1", "> 0"),
 }
 
 

@@ -137,10 +137,26 @@ def test_nan_loss_stops_the_run_as_diverged(digits) -> None:
         def training_step(self, model, x, y, config):
             return super().training_step(model, x, y, config) * float("nan")
 
+    def hook(model, ctx):
+        raise AssertionError("a diverged model is not measured")
+
     heard = []
     with pytest.raises(DivergedError, match="epoch 1"):
-        _train(digits, plugin=Diverging(), listeners=[lambda s, m: heard.append(m)])
+        _train(digits, plugin=Diverging(), hooks=[hook], listeners=[lambda s, m: heard.append(m)])
     assert len(heard) == 1 and math.isnan(heard[0]["loss/train"])  # logged, then stopped
+
+
+@pytest.mark.parametrize("name", ["conv 1", "h(1)", "", "x" * 101, "a/b"])
+def test_layer_names_that_cannot_be_metric_keys_break_the_contract(digits, name: str) -> None:
+    class OddNames(MLPPlugin):
+        def build(self, config, data):
+            model = super().build(config, data)
+            inner = model.forward_intermediates
+            model.forward_intermediates = lambda x: (inner(x)[0], {name: x.flatten(1)})
+            return model
+
+    with pytest.raises(TypeError, match="cannot be part of a metric key"):
+        build_model(OddNames(), MLPConfig(widths=(8,)), digits, seed=0)
 
 
 def test_a_fit_that_never_ends_an_epoch_is_an_error(digits) -> None:

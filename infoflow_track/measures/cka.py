@@ -78,7 +78,7 @@ def cka_matrix(
 def rbf_gram(x: torch.Tensor, sigma_frac: float = 1.0) -> torch.Tensor:
     """(N, N) Gaussian Gram matrix of x (N, ...), bandwidth ``sigma_frac`` x median distance."""
     sq = _squared_distances(x.reshape(x.shape[0], -1))
-    return torch.exp(-sq / (2.0 * sigma_frac**2 * sq.median()))
+    return torch.exp(-sq / (2.0 * sigma_frac**2 * _median(sq.flatten())))
 
 
 def gram_hsic(k: torch.Tensor, l: torch.Tensor, debiased: bool = False) -> torch.Tensor:  # noqa: E741
@@ -166,6 +166,14 @@ def _unbiased(trace, k_sum, l_sum, rows_dot, n: int) -> torch.Tensor:
 def _squared_distances(x: torch.Tensor) -> torch.Tensor:
     sq = (x * x).sum(dim=1)
     return (sq[:, None] + sq[None, :] - 2.0 * x @ x.T).clamp_min_(0.0)
+
+
+def _median(values: torch.Tensor) -> torch.Tensor:
+    """The median of a 1-D tensor, the mean of the two middle values for an even count
+    (as ``numpy.median``; ``torch.median`` returns the lower one)."""
+    n = values.numel()
+    upper = values.kthvalue(n // 2 + 1).values
+    return upper if n % 2 else (upper + values.kthvalue(n // 2).values) / 2
 
 
 def _double_centred(k: torch.Tensor) -> torch.Tensor:
