@@ -1,7 +1,8 @@
 """infoflow: study how information flows through neural networks while they learn.
 
 Importing this package is cheap: torch, mlflow and optuna load only when a name that needs
-them is used. Plugins use only what is exported here.
+them is used. Plugins use only what is exported here, and the subpackage
+:mod:`infoflow_track.measures` (MI and CKA estimators).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ _LAZY = {
     "Tracker": "infoflow_track.tracking",
 }
 
-__all__ = ["HParams", "Plugin", "RunContext", "UserError", "__version__", "hparam", *_LAZY]
+__all__ = [
+    "HParams", "Plugin", "RunContext", "UserError", "__version__", "hparam", "measures", *_LAZY
+]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
