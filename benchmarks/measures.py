@@ -115,10 +115,8 @@ def load_probe(n: int) -> tuple[np.ndarray, np.ndarray, str]:
 
 def random_layer(x: np.ndarray, width: int, seed: int) -> np.ndarray:
     """relu(x W + b): (N, 784) -> (N, width) float32, W ~ N(0, 1/784), b ~ N(0, 0.01)."""
-    rng = np.random.default_rng([seed, width])
-    w = rng.standard_normal((x.shape[1], width), dtype=np.float32) / np.float32(
-        math.sqrt(x.shape[1])
-    )
+    rng, d = np.random.default_rng([seed, width]), x.shape[1]
+    w = rng.standard_normal((d, width), dtype=np.float32) / np.float32(math.sqrt(d))  # (d, w)
     b = 0.1 * rng.standard_normal(width, dtype=np.float32)
     return np.maximum(x @ w + b, 0)
 

@@ -128,29 +128,30 @@ def execute_run(
 ) -> RunResult:
     """Train ``plan`` and record it as one MLflow run in ``experiment`` (see
     :func:`experiment_name`); the run is ended whatever happens."""
-    probe = LayerProbe(plan.model, plan.data, plan.settings)  # captures the initial layers
     run = tracker.start_run(
         experiment,
         run_name=run_name,
         tags=plan.tags(),
         parent_run_id=parent_run_id,
     )
-    probe.artifacts = run
+    probe = None
     try:
         run.log_params(plan.params())
+        probe = LayerProbe(plan.model, plan.data, plan.settings, artifacts=run)  # before training
         result = train(
             plan.plugin, plan.model, plan.config, plan.data, plan.settings,
             sink=run, hooks=[probe, *hooks], listeners=listeners,
         )  # fmt: skip
+        probe.finish()
     except KeyboardInterrupt:
         run.end("KILLED")
         raise
     except BaseException as exc:
         run.set_tags({"infoflow.error": f"{type(exc).__name__}: {exc}"[:5000]})
-        with contextlib.suppress(Exception):  # best effort: figures of the measured epochs
-            probe.finish()
+        if probe is not None:
+            with contextlib.suppress(Exception):  # best effort: figures of the measured epochs
+                probe.finish()
         run.end("FAILED")
         raise
-    probe.finish()
     run.end("FINISHED")
     return RunResult(run.run_id, result.metrics)

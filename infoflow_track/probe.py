@@ -12,7 +12,6 @@ the last CKA matrix.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any, Protocol
 
 import torch
@@ -23,6 +22,8 @@ from infoflow_track.measures import cka, cka_matrix, mi_binned, mi_kde
 from infoflow_track.settings import RunSettings
 
 _FORWARD_CHUNK = 8192  # probe samples per forward pass
+#: Name of the one-hot labels beside the layers in CKA matrices (no layer can be named so).
+LABELS = "labels (one-hot)"
 
 
 class ArtifactSink(Protocol):
@@ -39,11 +40,13 @@ def probe_activations(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torc
     was_training = model.training
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, x.shape[0], _FORWARD_CHUNK):
-        _, layers = model.forward_intermediates(x[start : start + _FORWARD_CHUNK])
-        for name, act in layers.items():
-            parts.setdefault(name, []).append(act.reshape(act.shape[0], -1).float())
-    model.train(was_training)
+    try:
+        for start in range(0, x.shape[0], _FORWARD_CHUNK):
+            _, layers = model.forward_intermediates(x[start : start + _FORWARD_CHUNK])
+            for name, act in layers.items():
+                parts.setdefault(name, []).append(act.reshape(act.shape[0], -1).float())
+    finally:
+        model.train(was_training)
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 
@@ -108,7 +111,7 @@ class LayerProbe:
         return {
             "epoch": step,
             "kernel": "linear",
-            "names": [*self.layers, "labels"],
+            "names": [*self.layers, LABELS],
             "matrix": [[v if math.isfinite(v) else None for v in row] for row in rows],
         }
 
@@ -128,7 +131,7 @@ class LayerProbe:
         )
         self.artifacts.log_figure(plane, "plots/information_plane.png")
         heatmap = cka_heatmap(
-            self.last_cka, [*self.layers, "labels"], title=f"linear CKA, epoch {self.steps[-1]}"
+            self.last_cka, [*self.layers, LABELS], title=f"linear CKA, epoch {self.steps[-1]}"
         )
         self.artifacts.log_figure(heatmap, "plots/cka_heatmap.png")
 
@@ -136,9 +139,3 @@ class LayerProbe:
 def cka_artifact(step: int) -> str:
     """Artifact path of the CKA matrix of epoch ``step``."""
     return f"cka/epoch_{step:04d}.json"
-
-
-def metric_names(layers: Mapping[str, Any] | list[str]) -> list[str]:
-    """The probe's metric keys for the given layer names, in logging order."""
-    kinds = ("mi_xt", "mi_ty", "cka_label", "cka_init")
-    return [f"{kind}/{name}" for name in layers for kind in kinds]

@@ -143,10 +143,37 @@ def test_cka_agrees_in_float32_and_float64(kernel: str, debiased: bool) -> None:
     )
 
 
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_precision_is_computed_in_float32(half: torch.dtype) -> None:
+    x, y = related(17, n=1000)
+    x, y = (x * 30).to(half), (y * 30).to(half)  # sums of squares overflow float16
+    exact = [x.double(), y.double()]
+    for kernel, debiased in FORMS:
+        value = cka(x, y, kernel=kernel, debiased=debiased).item()
+        assert value == pytest.approx(
+            cka(*exact, kernel=kernel, debiased=debiased).item(), abs=1e-4
+        )
+    acc, reference = MinibatchCKA(), MinibatchCKA()
+    acc.update([x], [y])
+    reference.update(exact[:1], exact[1:])
+    assert acc.compute().item() == pytest.approx(reference.compute().item(), abs=1e-4)
+
+
+def test_minibatch_cka_in_float32_stays_accurate_for_offset_features() -> None:
+    x, y = related(18, n=512)
+    x, y = x + 100.0, y + 100.0  # uncentred Gram matrices would cancel catastrophically
+    wide, narrow = MinibatchCKA(), MinibatchCKA()
+    for start in range(0, 512, 256):
+        wide.update([x[start : start + 256]], [y[start : start + 256]])
+        narrow.update([x[start : start + 256].float()], [y[start : start + 256].float()])
+    assert narrow.compute().item() == pytest.approx(wide.compute().item(), abs=1e-4)
+
+
 @pytest.mark.parametrize("debiased", [False, True])
 def test_cka_matrix_is_every_pairwise_cka(debiased: bool) -> None:
     x, y = related(13)
-    layers = [x, y, torch.relu(y), x[:, :3]]
+    wide = torch.cat([x, y, x * x, torch.relu(x) @ torch.ones(10, 150, dtype=x.dtype)], dim=1)
+    layers = [x, y, torch.relu(y), x[:, :3], wide]  # wide: more features than samples
     matrix = cka_matrix(layers, debiased=debiased)
     for i, a in enumerate(layers):
         for j, b in enumerate(layers):

@@ -162,6 +162,51 @@ def test_fixed_width_bins_handle_unbounded_activations() -> None:
     assert i_ty.item() == pytest.approx(mutual_info_score(ids.ravel(), y.numpy()) / LN2)
 
 
+def test_fixed_width_bins_handle_negative_activations() -> None:
+    t, y = random_layer(9)
+    t = torch.tanh(t - t.mean())  # half the activations are negative
+    codes = bin_codes(t, bin_width=0.1)
+    expected = np.floor(t.numpy() / 0.1)
+    np.testing.assert_array_equal(codes.long().numpy(), expected - expected.min())
+    _, ids = np.unique(expected, axis=0, return_inverse=True)
+    i_xt, _ = mi_binned(t, y, bin_width=0.1)
+    assert i_xt.item() == pytest.approx(mutual_info_score(ids.ravel(), ids.ravel()) / LN2)
+
+
+def test_non_finite_activations_give_nan_not_a_number_that_looks_right() -> None:
+    t, y = random_layer(10)
+    for bad in (float("nan"), float("inf")):
+        t[0, 0] = bad
+        for estimate in (mi_binned, mi_per_unit, mi_kde):
+            assert all(math.isnan(v.item()) for v in estimate(t, y)), (estimate, bad)
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_precision_activations_are_measured_in_float32(half: torch.dtype) -> None:
+    t, y = random_layer(11, width=4)
+    t = (t / t.max() * 3e-4).to(half)  # a span whose bin scale overflows float16
+    exact = t.double()
+    for estimate in (mi_binned, mi_per_unit):
+        assert [v.item() for v in estimate(t, y)] == pytest.approx(
+            [v.item() for v in estimate(t.float(), y)]
+        )
+        assert estimate(t, y)[0].item() > 2.0  # not the collapse to one bin
+    kde = [v.item() for v in mi_kde(t * 1e3, y)]
+    assert kde == pytest.approx([v.item() for v in mi_kde(exact * 1e3, y)], abs=1e-4)
+    soft = mi_soft_per_unit(t, y)
+    assert torch.isfinite(soft).all() and soft.dtype == torch.float32
+
+
+def test_integer_labels_of_any_width_are_accepted() -> None:
+    t, y = random_layer(12)
+    expected = [v.item() for v in mi_kde(t, y)]
+    for dtype in (torch.int32, torch.int16, torch.uint8):
+        assert [v.item() for v in mi_kde(t, y.to(dtype))] == pytest.approx(expected)
+        assert mi_soft_per_unit(t, y.to(dtype)).shape == (8,)
+    with pytest.raises(ValueError, match="non-negative"):
+        mi_binned(t, y - 1)
+
+
 def test_binned_mi_agrees_in_float32_and_float64() -> None:
     t, y = random_layer(3)
     wide = [v.item() for v in mi_binned(t, y)]
@@ -268,6 +313,13 @@ def test_kde_chunking_and_precision_do_not_change_the_value() -> None:
     narrow = [v.item() for v in mi_kde(t.float(), y, chunk_bytes=1)]  # one row at a time
     assert chunked == pytest.approx(whole, abs=1e-10)
     assert narrow == pytest.approx(whole, abs=1e-3)
+
+
+def test_kde_in_float32_stays_accurate_for_offset_activations() -> None:
+    t, y = random_layer(13, n=500, width=10)
+    t = t / t.std() + 300.0  # large norms, small distances
+    exact = [v.item() for v in mi_kde(t, y)]
+    assert [v.item() for v in mi_kde(t.float(), y)] == pytest.approx(exact, abs=1e-3)
 
 
 def test_kde_on_10000_samples_of_width_1024_stays_within_2_gib(tmp_path) -> None:

@@ -64,6 +64,17 @@ def test_logged_values_are_the_measures_of_the_trained_layers(kde_run) -> None:
         assert label == pytest.approx(cka(t, labels).item(), abs=1e-5)
 
 
+def test_cka_init_compares_the_trained_layers_with_the_initial_ones(kde_run) -> None:
+    plan, result, client, _ = kde_run
+    initial = plan_run("mlp", IB12, plan.settings).model  # same seed: the same initial weights
+    before = probe_activations(initial, plan.data.x_probe)
+    after = probe_activations(plan.model, plan.data.x_probe)
+    for layer in LAYERS:
+        logged = history(client, result.run_id, f"cka_init/{layer}")[2]
+        assert logged == pytest.approx(cka(after[layer], before[layer]).item(), abs=1e-5)
+        assert logged < 0.999  # two epochs moved every layer away from its start
+
+
 def test_estimator_settings_are_logged_as_params(kde_run) -> None:
     _, result, client, _ = kde_run
     params = client.get_run(result.run_id).data.params
@@ -77,7 +88,7 @@ def test_cka_matrix_of_every_epoch_is_an_artifact(kde_run) -> None:
     assert names == ["cka/epoch_0001.json", "cka/epoch_0002.json"]
     local = Path(client.download_artifacts(result.run_id, "cka/epoch_0002.json", str(root)))
     record = json.loads(local.read_text())
-    assert record["epoch"] == 2 and record["names"] == [*LAYERS, "labels"]
+    assert record["epoch"] == 2 and record["names"] == [*LAYERS, "labels (one-hot)"]
     matrix = np.array(record["matrix"], dtype=float)
     np.testing.assert_allclose(matrix, matrix.T)
     np.testing.assert_allclose(np.diag(matrix), 1.0, atol=1e-6)
@@ -93,16 +104,19 @@ def test_information_plane_and_heatmap_are_png_artifacts(kde_run) -> None:
         assert local.read_bytes()[:8] == PNG_MAGIC and local.stat().st_size > 10_000
 
 
-def test_probe_of_the_untrained_model_matches_its_initial_self() -> None:
+def test_probe_bins_each_layer_with_the_run_setting() -> None:
     settings = RunSettings(dataset="ib12", bins=10)
     plan = plan_run("mlp", IB12, settings)
     probe = LayerProbe(plan.model, plan.data, settings)
     metrics = probe(plan.model, SimpleNamespace(step=1))
-    assert [metrics[f"cka_init/{layer}"] for layer in LAYERS] == pytest.approx([1.0] * 5)
     acts = probe_activations(plan.model, plan.data.x_probe)
-    i_xt, i_ty = mi_binned(acts["hidden1"], plan.data.y_probe, n_bins=10)
-    assert metrics["mi_xt/hidden1"] == pytest.approx(i_xt.item())
-    assert metrics["mi_ty/hidden1"] == pytest.approx(i_ty.item())
+    for layer in LAYERS:
+        i_xt, i_ty = mi_binned(acts[layer], plan.data.y_probe, n_bins=10)
+        assert metrics[f"mi_xt/{layer}"] == pytest.approx(i_xt.item())
+        assert metrics[f"mi_ty/{layer}"] == pytest.approx(i_ty.item())
+    default = mi_binned(acts["hidden5"], plan.data.y_probe)[0].item()  # 30 bins
+    assert metrics["mi_xt/hidden5"] != pytest.approx(default)  # the setting matters here
+    assert metrics["cka_init/hidden1"] == pytest.approx(1.0)  # not trained yet
     assert probe.steps == [1] and probe.artifacts is None
 
 
@@ -111,3 +125,26 @@ def test_probe_restores_the_training_mode() -> None:
     plan.model.train()
     probe_activations(plan.model, plan.data.x_probe)
     assert plan.model.training
+
+
+def test_probe_restores_the_training_mode_when_the_forward_pass_fails() -> None:
+    plan = plan_run("mlp", IB12, RunSettings(dataset="ib12"))
+    with pytest.raises(RuntimeError):
+        probe_activations(plan.model, plan.data.x_probe[:, :5])  # wrong input width
+    assert plan.model.training
+
+
+def test_a_run_whose_figures_fail_is_ended_failed(tmp_path, monkeypatch) -> None:
+    def broken_finish(self) -> None:
+        raise OSError("artifact store is full")
+
+    monkeypatch.setattr(LayerProbe, "finish", broken_finish)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    plan = plan_run("mlp", IB12, RunSettings(dataset="ib12", epochs=1))
+    with pytest.raises(OSError, match="artifact store is full"):
+        execute_run(plan, Tracker(uri), experiment="broken-figures")
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("broken-figures").experiment_id])
+    assert run.info.status == "FAILED"
+    assert "artifact store is full" in run.data.tags["infoflow.error"]
+    assert len(client.get_metric_history(run.info.run_id, "mi_xt/hidden1")) == 1  # kept

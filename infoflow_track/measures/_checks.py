@@ -1,25 +1,49 @@
-"""Argument checks shared by the measures: precise errors before any arithmetic."""
+"""Argument checks shared by the measures: precise errors before any arithmetic, and the
+inputs brought to a form every estimator can compute in."""
 
 from __future__ import annotations
 
 import torch
 
 
-def check_layer_and_labels(t: torch.Tensor, y: torch.Tensor) -> None:
-    """``t`` (N, ...) floating activations with N >= 1, ``y`` (N,) non-negative int labels."""
+def layer_and_labels(t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check ``t`` (N, ...) floating activations and ``y`` (N,) non-negative integer labels on
+    the same device; return t as (N, D) in float32 or wider and y as int64.
+
+    Half-precision activations are widened: their range and resolution are too small for
+    sums of squares, bin scales and kernel sums.
+    """
     if not t.is_floating_point() or t.dim() < 2 or t.shape[0] < 1:
         raise ValueError(f"activations must be a floating (N, ...) tensor, got {_show(t)}")
     if y.dim() != 1 or y.shape[0] != t.shape[0] or y.is_floating_point() or y.dtype == torch.bool:
         raise ValueError(f"labels must be an integer ({t.shape[0]},) tensor, got {_show(y)}")
+    if y.device != t.device:
+        raise ValueError(f"activations are on {t.device} but labels on {y.device}")
+    if y.min() < 0:
+        raise ValueError("labels must be non-negative class indices")
+    return _wide(t.reshape(t.shape[0], -1)), y.long()
 
 
-def check_paired(x: torch.Tensor, y: torch.Tensor) -> None:
-    """Two floating representations (N, ...) of the same N samples."""
+def paired(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check two floating representations (N, ...) of the same N samples on one device;
+    return them as (N, D1), (N, D2) in float32 or wider."""
     for name, t in (("x", x), ("y", y)):
         if not t.is_floating_point() or t.dim() < 2:
             raise ValueError(f"{name} must be a floating (N, ...) tensor, got {_show(t)}")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must hold the same samples, got {x.shape[0]} and {y.shape[0]}")
+    if x.device != y.device:
+        raise ValueError(f"x is on {x.device} but y on {y.device}")
+    return _wide(x.reshape(x.shape[0], -1)), _wide(y.reshape(y.shape[0], -1))
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """True if no activation is NaN or infinite (one device-to-host read)."""
+    return bool(torch.isfinite(t).all())
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.element_size() < 4 else t
 
 
 def _show(t: torch.Tensor) -> str:

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from infoflow_track.measures._checks import check_layer_and_labels
+from infoflow_track.measures._checks import all_finite, layer_and_labels
 
 _LN2 = math.log(2.0)
 
@@ -30,10 +30,13 @@ def bin_codes(t: torch.Tensor, *, n_bins: int = 30, bin_width: float | None = No
     width are anchored at 0 (edges at k * bin_width), so unbounded activations need no range.
     """
     t = t.reshape(t.shape[0], -1)
+    if t.element_size() < 4:  # half precision cannot hold the bin scale
+        t = t.float()
     if bin_width is None:
         if n_bins < 1:
             raise ValueError(f"n_bins must be at least 1, got {n_bins}")
-        low, span = t.min(), t.max() - t.min()
+        low, high = torch.aminmax(t)
+        span = high - low
         scale = torch.where(span > 0, n_bins / span, torch.zeros_like(span))  # constant -> 0
         codes = ((t - low) * scale).floor_().clamp_(0, n_bins - 1)
         n_codes = n_bins
@@ -72,9 +75,12 @@ def mi_binned(
     n_bins, bin_width : see :func:`bin_codes`.
 
     Each sample's whole binned vector is one symbol, so I(X;T) = H(T) (at most log2 N) and
-    I(T;Y) = H(T) + H(Y) - H(T,Y), with 0 <= I(T;Y) <= min(I(X;T), H(Y)).
+    I(T;Y) = H(T) + H(Y) - H(T,Y), with 0 <= I(T;Y) <= min(I(X;T), H(Y)). Activations that
+    are not all finite give NaN. Half-precision input is measured in float32.
     """
-    check_layer_and_labels(t, y)
+    t, y = layer_and_labels(t, y)
+    if not all_finite(t):
+        return _undefined(t), _undefined(t)
     ids = symbols(bin_codes(t, n_bins=n_bins, bin_width=bin_width))
     n_classes = int(y.max().item()) + 1
     h_t = entropy_bits(torch.bincount(ids).double())
@@ -93,10 +99,12 @@ def mi_per_unit(
     per-unit terms is no bound on I(X;T)). Use :func:`mi_binned` or :func:`mi_kde` for a
     layer. Vectorised over units: one ``bincount`` for all units.
     """
-    check_layer_and_labels(t, y)
-    t = t.reshape(t.shape[0], -1)
+    t, y = layer_and_labels(t, y)
+    if not all_finite(t):
+        return _undefined(t), _undefined(t)
     n_units, n_classes = t.shape[1], int(y.max().item()) + 1
-    low, span = t.min(dim=0).values, t.max(dim=0).values - t.min(dim=0).values
+    low, high = torch.aminmax(t, dim=0)
+    span = high - low
     scale = torch.where(span > 0, n_bins / span, torch.zeros_like(span))
     codes = ((t - low) * scale).floor_().clamp_(0, n_bins - 1).long()  # (N, K)
     unit = torch.arange(n_units, device=t.device) * n_bins  # offset of each unit's bins
@@ -106,6 +114,10 @@ def mi_per_unit(
     h_y = entropy_bits(torch.bincount(y).double())
     i_ty = (h_t + h_y - h_ty).clamp_min(0)
     return h_t.mean().to(t.dtype), i_ty.mean().to(t.dtype)
+
+
+def _undefined(t: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(float("nan"), dtype=t.dtype, device=t.device)
 
 
 def _histogram(flat_index: torch.Tensor, rows: int, cols: int) -> torch.Tensor:

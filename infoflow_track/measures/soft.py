@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from infoflow_track.measures._checks import check_layer_and_labels
+from infoflow_track.measures._checks import layer_and_labels
 
 _LN2 = math.log(2.0)
 _TINY = 1e-12  # keeps log finite (and its gradient) where a soft bin is empty
@@ -32,16 +32,17 @@ def mi_soft_per_unit(
 
     Parameters
     ----------
-    t : (B, K) unit activations of one batch (requires_grad as you need).
+    t : (B, K) unit activations of one batch (requires_grad as you need); half precision is
+        computed in float32.
     y : (B,) integer labels.
     n_bins : soft bins per unit; their centres span each unit's batch range (not
         differentiated through).
     bandwidth : standard deviation of the assignment kernel, in bin widths.
     n_classes : number of classes (default: ``y.max() + 1``).
     """
-    check_layer_and_labels(t, y)
     if t.dim() != 2:
         raise ValueError(f"activations must be (B, K), got shape {tuple(t.shape)}")
+    t, y = layer_and_labels(t, y)
     if n_bins < 2 or not (math.isfinite(bandwidth) and bandwidth > 0):
         raise ValueError(f"need n_bins >= 2 and bandwidth > 0, got {n_bins} and {bandwidth}")
     k = n_classes if n_classes is not None else int(y.max().item()) + 1

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from infoflow_track.measures._checks import check_paired
+from infoflow_track.measures._checks import paired
 
 KERNELS = ("linear", "rbf")
 
@@ -29,18 +29,20 @@ def cka(
 ) -> torch.Tensor:
     """CKA of representations x (N, ...) and y (N, ...) of the same samples; a 0-d tensor.
 
-    ``kernel="linear"`` works in feature space, O(N d^2), or through Gram matrices when the
-    layers are wider than N. ``kernel="rbf"`` uses exp(-|a - b|^2 / (2 sigma^2)) with sigma =
-    ``sigma_frac`` x the median pairwise distance of each representation (the median over all
-    N^2 entries, as Kornblith et al.'s code), and needs N x N memory.
+    ``kernel="linear"`` works in feature space, O(N d^2); a layer wider than N is first
+    reduced to N features with the same Gram matrix. ``kernel="rbf"`` uses
+    exp(-|a - b|^2 / (2 sigma^2)) with sigma = ``sigma_frac`` x the median pairwise distance
+    of each representation (the median over all N^2 entries, as Kornblith et al.'s code; if
+    most samples coincide that median is 0 and the result NaN), and needs N x N memory.
+    Half-precision input is computed in float32.
     """
-    check_paired(x, y)
+    x, y = paired(x, y)
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     if debiased and x.shape[0] < 4:
         raise ValueError(f"debiased CKA needs at least 4 samples, got {x.shape[0]}")
     if kernel == "linear":
-        x, y = _centred(x), _centred(y)
+        x, y = _linear_features(x), _linear_features(y)
         xy, xx, yy = (_linear_hsic(a, b, debiased) for a, b in ((x, y), (x, x), (y, y)))
     else:
         if not (math.isfinite(sigma_frac) and sigma_frac > 0):
@@ -59,10 +61,9 @@ def cka_matrix(
     with ``ys`` omitted each pair once (the matrix is exactly symmetric).
     """
     same = ys is None
-    xs = [_centred(x) for x in xs]
-    ys = xs if same else [_centred(y) for y in ys]
-    for y in ys:
-        check_paired(xs[0], y)
+    checked = [paired(xs[0], t)[1] for t in [*xs, *(ys or [])]]  # (N, D) each
+    xs = [_linear_features(x) for x in checked[: len(xs)]]
+    ys = xs if same else [_linear_features(y) for y in checked[len(xs) :]]
     self_x = torch.stack([_linear_hsic(x, x, debiased) for x in xs])
     self_y = self_x if same else torch.stack([_linear_hsic(y, y, debiased) for y in ys])
     cross = torch.empty(len(xs), len(ys), dtype=self_x.dtype, device=self_x.device)
@@ -77,7 +78,7 @@ def cka_matrix(
 
 def rbf_gram(x: torch.Tensor, sigma_frac: float = 1.0) -> torch.Tensor:
     """(N, N) Gaussian Gram matrix of x (N, ...), bandwidth ``sigma_frac`` x median distance."""
-    sq = _squared_distances(x.reshape(x.shape[0], -1))
+    sq = _squared_distances(x)
     return torch.exp(-sq / (2.0 * sigma_frac**2 * _median(sq.flatten())))
 
 
@@ -132,30 +133,30 @@ class MinibatchCKA:
         return self.cross / (self.self_x[:, None] * self.self_y[None, :]).sqrt()
 
 
-def _centred(x: torch.Tensor) -> torch.Tensor:
-    x = x.reshape(x.shape[0], -1)
-    return x - x.mean(dim=0, keepdim=True)
+def _linear_features(x: torch.Tensor) -> torch.Tensor:
+    """Centred features (N, d) -> (N, min(d, N)) with the same linear Gram matrix.
+
+    Centring leaves every HSIC here unchanged and keeps the sums of squares accurate; a layer
+    wider than N is replaced by R^T from the QR factorisation X^T = QR, as X X^T = R^T R, so
+    each later product costs O(N^2) per column pair instead of O(N d).
+    """
+    x = x - x.mean(dim=0, keepdim=True)
+    if x.shape[1] > x.shape[0]:
+        x = torch.linalg.qr(x.T, mode="r").R.T
+    return x
 
 
 def _linear_hsic(x: torch.Tensor, y: torch.Tensor, debiased: bool) -> torch.Tensor:
-    """HSIC of the linear kernels of x (N, d1), y (N, d2), without forming N x N matrices
-    unless the layers are wider than N."""
+    """HSIC of the linear kernels of x (N, d1), y (N, d2) (see :func:`_linear_features`),
+    without forming N x N matrices."""
     n = x.shape[0]
-    trace = _frobenius_of_product(x, y)  # <X X^T, Y Y^T>_F
+    trace = (x.T @ y).square().sum()  # <X X^T, Y Y^T>_F = |X^T Y|_F^2
     if not debiased:
         return trace
     x_sq, y_sq = (x * x).sum(dim=1), (y * y).sum(dim=1)  # Gram diagonals (N,)
     x_rows = x @ x.sum(dim=0) - x_sq  # row sums of the zero-diagonal Gram (N,)
     y_rows = y @ y.sum(dim=0) - y_sq
     return _unbiased(trace - x_sq @ y_sq, x_rows.sum(), y_rows.sum(), x_rows @ y_rows, n)
-
-
-def _frobenius_of_product(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """<X X^T, Y Y^T>_F = |X^T Y|_F^2, in whichever space is cheaper."""
-    n, d1, d2 = x.shape[0], x.shape[1], y.shape[1]
-    if d1 * d2 <= n * (d1 + d2):
-        return (x.T @ y).square().sum()
-    return ((x @ x.T) * (y @ y.T)).sum()
 
 
 def _unbiased(trace, k_sum, l_sum, rows_dot, n: int) -> torch.Tensor:
@@ -182,8 +183,10 @@ def _double_centred(k: torch.Tensor) -> torch.Tensor:
 
 
 def _zero_diagonal_grams(xs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """(L, B, B) linear Gram matrices of layers (each (B, ...)) with zeroed diagonals."""
-    grams = torch.stack([(x := t.reshape(t.shape[0], -1)) @ x.T for t in xs])
+    """(L, B, B) linear Gram matrices of layers (each (B, ...)) with zeroed diagonals, from
+    centred features (the unbiased HSIC is the same; float32 sums stay accurate)."""
+    features = [paired(xs[0], t)[1] for t in xs]
+    grams = torch.stack([(x := t - t.mean(dim=0)) @ x.T for t in features])
     grams.diagonal(dim1=1, dim2=2).zero_()
     return grams
 
