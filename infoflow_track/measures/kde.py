@@ -79,9 +79,9 @@ def _log_kernel_sums(
     n = t.shape[0]
     rows = max(1, min(n, chunk_bytes // (n * t.element_size())))
     scaled_norms = (t * t).sum(dim=1) / (2.0 * kernel_var)  # (N,) |t_i|^2 / (2 s)
-    # below log(tiny) exp() yields subnormals, several times slower to make and to sum;
-    # those terms are < 1e-37 against each row's own term 1, so they are cut off there
-    floor = math.log(torch.finfo(t.dtype).tiny)
+    # near and below log(tiny) exp() yields subnormals, many times slower to make and to sum;
+    # such terms are < 1e-37 against each row's own term 1, so they are held just above it
+    floor = math.log(torch.finfo(t.dtype).tiny) + 1.0
     sums = torch.zeros_like(onehot)  # (N, C) kernel sums over each class
     for start in range(0, n, rows):
         stop = min(start + rows, n)
