@@ -2,9 +2,9 @@
 
 :func:`plan_run` resolves the plugin, its config, the device and the data, and builds the
 model; any bad input raises :class:`~infoflow_track.errors.UserError` before a store is
-touched. :func:`execute_run` creates the MLflow run (params, tags), trains through the engine with
-the layer probe (MI and CKA every epoch, figures at the end) and closes the run as
-FINISHED, FAILED or KILLED.
+touched. :func:`execute_run` creates the MLflow run (params, tags), trains through the
+engine with the layer probe (MI and CKA every epoch, figures at the end) and closes the run
+as FINISHED, FAILED or KILLED.
 """
 
 from __future__ import annotations

@@ -48,7 +48,10 @@ def cka(
         if not (math.isfinite(sigma_frac) and sigma_frac > 0):
             raise ValueError(f"sigma_frac must be a positive number, got {sigma_frac}")
         k, l = rbf_gram(x, sigma_frac), rbf_gram(y, sigma_frac)  # noqa: E741
-        xy, xx, yy = (gram_hsic(a, b, debiased) for a, b in ((k, l), (k, k), (l, l)))
+        if not debiased:  # centre each Gram once, not once per HSIC
+            k, l = _double_centred(k), _double_centred(l)  # noqa: E741
+        hsic = gram_hsic if debiased else lambda a, b: (a * b).sum()
+        xy, xx, yy = (hsic(a, b) for a, b in ((k, l), (k, k), (l, l)))
     return xy / (xx * yy).sqrt()
 
 
@@ -137,8 +140,8 @@ def _linear_features(x: torch.Tensor) -> torch.Tensor:
     """Centred features (N, d) -> (N, min(d, N)) with the same linear Gram matrix.
 
     Centring leaves every HSIC here unchanged and keeps the sums of squares accurate; a layer
-    wider than N is replaced by R^T from the QR factorisation X^T = QR, as X X^T = R^T R, so
-    each later product costs O(N^2) per column pair instead of O(N d).
+    wider than N is replaced by R^T from the QR factorisation X^T = QR (X X^T = R^T R), so no
+    later product involves more than N columns.
     """
     x = x - x.mean(dim=0, keepdim=True)
     if x.shape[1] > x.shape[0]:
