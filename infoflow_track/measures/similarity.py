@@ -48,10 +48,11 @@ def cka(
         if not (math.isfinite(sigma_frac) and sigma_frac > 0):
             raise ValueError(f"sigma_frac must be a positive number, got {sigma_frac}")
         k, l = rbf_gram(x, sigma_frac), rbf_gram(y, sigma_frac)  # noqa: E741
-        if not debiased:  # centre each Gram once, not once per HSIC
+        if debiased:
+            xy, xx, yy = (gram_hsic(a, b, True) for a, b in ((k, l), (k, k), (l, l)))
+        else:  # centre each Gram once, not once per HSIC
             k, l = _double_centred(k), _double_centred(l)  # noqa: E741
-        hsic = gram_hsic if debiased else lambda a, b: (a * b).sum()
-        xy, xx, yy = (hsic(a, b) for a, b in ((k, l), (k, k), (l, l)))
+            xy, xx, yy = (k * l).sum(), (k * k).sum(), (l * l).sum()
     return xy / (xx * yy).sqrt()
 
 
