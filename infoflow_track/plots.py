@@ -36,7 +36,7 @@ def information_plane(
         ax.annotate(layer, (x[-1], y[-1]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if points is not None:
         fig.colorbar(points, ax=ax, label="epoch")
-        legend = ax.legend(loc="lower right", fontsize=8, title="layer")
+        legend = ax.legend(loc="best", fontsize=8, title="layer")
         for handle in legend.legend_handles:
             handle.set_color("0.3")
     ax.set_xlabel("I(X;T) [bits]")
