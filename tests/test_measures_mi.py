@@ -150,27 +150,22 @@ def test_binned_mi_agrees_with_a_numpy_and_sklearn_reference(seed: int) -> None:
     assert ours == pytest.approx(numpy_binned_mi(t.numpy(), y.numpy(), 12), abs=1e-9)
 
 
-def test_fixed_width_bins_handle_unbounded_activations() -> None:
+@pytest.mark.parametrize(
+    ("kind", "width"),
+    [("large ReLU", 500.0), ("tanh, half negative", 0.1)],
+)
+def test_fixed_width_bins_handle_unbounded_and_negative_activations(
+    kind: str, width: float
+) -> None:
     t, y = random_layer(0)
-    t = t * 1e4  # large ReLU activations
-    codes = bin_codes(t, bin_width=500.0)
-    expected = np.floor(t.numpy() / 500.0)
+    t = t * 1e4 if kind == "large ReLU" else torch.tanh(t - t.mean())
+    codes = bin_codes(t, bin_width=width)
+    expected = np.floor(t.numpy() / width)  # edges at k * width
     np.testing.assert_array_equal(codes.long().numpy(), expected - expected.min())
     _, ids = np.unique(expected, axis=0, return_inverse=True)
-    i_xt, i_ty = mi_binned(t, y, bin_width=500.0)
+    i_xt, i_ty = mi_binned(t, y, bin_width=width)
     assert i_xt.item() == pytest.approx(mutual_info_score(ids.ravel(), ids.ravel()) / LN2)
     assert i_ty.item() == pytest.approx(mutual_info_score(ids.ravel(), y.numpy()) / LN2)
-
-
-def test_fixed_width_bins_handle_negative_activations() -> None:
-    t, y = random_layer(9)
-    t = torch.tanh(t - t.mean())  # half the activations are negative
-    codes = bin_codes(t, bin_width=0.1)
-    expected = np.floor(t.numpy() / 0.1)
-    np.testing.assert_array_equal(codes.long().numpy(), expected - expected.min())
-    _, ids = np.unique(expected, axis=0, return_inverse=True)
-    i_xt, _ = mi_binned(t, y, bin_width=0.1)
-    assert i_xt.item() == pytest.approx(mutual_info_score(ids.ravel(), ids.ravel()) / LN2)
 
 
 def test_non_finite_activations_give_nan_not_a_number_that_looks_right() -> None:
