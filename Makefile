@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/infoflow plugins list
 	$(BIN)/infoflow run mlp --dataset digits --epochs 10 --experiment demo
 	@echo
-	@echo "Results are in ./mlruns/mlflow.db (artifacts, when a run logs any, in ./mlruns/artifacts)."
+	@echo "Results are in ./mlruns/mlflow.db, CKA matrices and figures in ./mlruns/artifacts."
 	@echo "Open them with:  $(BIN)/infoflow ui   then browse http://127.0.0.1:5000"
 
 lint: $(STAMP)
