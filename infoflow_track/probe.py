@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from infoflow_track.data import Dataset
-from infoflow_track.measures import cka, cka_matrix, mi_binned, mi_kde
+from infoflow_track.measures import cka, cka_matrix, linear_features, mi_binned, mi_kde
 from infoflow_track.settings import RunSettings
 
 _FORWARD_CHUNK = 8192  # probe samples per forward pass
@@ -67,8 +67,10 @@ class LayerProbe:
         self.settings = settings
         self.artifacts = artifacts
         self.labels = F.one_hot(self.y, data.num_classes).float()  # (N, C)
-        self.initial = probe_activations(model, self.x)
-        self.layers = list(self.initial)
+        initial = probe_activations(model, self.x)
+        self.layers = list(initial)
+        # the layers at initialisation, kept compact: at most N columns each, same linear CKA
+        self.initial = {name: linear_features(t) for name, t in initial.items()}
         self.steps: list[int] = []
         self.mi_xt: dict[str, list[float]] = {name: [] for name in self.layers}
         self.mi_ty: dict[str, list[float]] = {name: [] for name in self.layers}

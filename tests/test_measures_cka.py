@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from infoflow_track.measures import MinibatchCKA, cka, cka_matrix
+from infoflow_track.measures import MinibatchCKA, cka, cka_matrix, linear_features
 
 FORMS = [("linear", False), ("linear", True), ("rbf", False), ("rbf", True)]
 
@@ -231,3 +231,14 @@ def test_minibatch_cka_rejects_misuse() -> None:
         MinibatchCKA().compute()
     with pytest.raises(ValueError, match=">= 4 samples"):
         MinibatchCKA().update([sample(0, n=3)])
+
+
+def test_linear_features_keep_a_wide_layer_in_n_columns_with_the_same_cka() -> None:
+    x, y = sample(19, n=40, d=90), sample(20, n=40, d=5)
+    compact = linear_features(x)
+    assert compact.shape == (40, 40)
+    centred = x - x.mean(dim=0)
+    torch.testing.assert_close(compact @ compact.T, centred @ centred.T)
+    for debiased in (False, True):
+        expected = cka(x, y, debiased=debiased).item()
+        assert cka(compact, y, debiased=debiased).item() == pytest.approx(expected, abs=1e-10)

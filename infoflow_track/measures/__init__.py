@@ -13,7 +13,14 @@ Representational similarity: :func:`cka` (linear / RBF, biased / debiased),
 
 from infoflow_track.measures.binning import bin_codes, entropy_bits, mi_binned, mi_per_unit
 from infoflow_track.measures.kde import mi_kde
-from infoflow_track.measures.similarity import MinibatchCKA, cka, cka_matrix, gram_hsic, rbf_gram
+from infoflow_track.measures.similarity import (
+    MinibatchCKA,
+    cka,
+    cka_matrix,
+    gram_hsic,
+    linear_features,
+    rbf_gram,
+)
 from infoflow_track.measures.soft import mi_soft_per_unit
 
 __all__ = [
@@ -23,6 +30,7 @@ __all__ = [
     "cka_matrix",
     "entropy_bits",
     "gram_hsic",
+    "linear_features",
     "mi_binned",
     "mi_kde",
     "mi_per_unit",

@@ -35,10 +35,7 @@ def bin_codes(t: torch.Tensor, *, n_bins: int = 30, bin_width: float | None = No
     if bin_width is None:
         if n_bins < 1:
             raise ValueError(f"n_bins must be at least 1, got {n_bins}")
-        low, high = torch.aminmax(t)
-        span = high - low
-        scale = torch.where(span > 0, n_bins / span, torch.zeros_like(span))  # constant -> 0
-        codes = ((t - low) * scale).floor_().clamp_(0, n_bins - 1)
+        codes = _range_codes(t, n_bins, per_unit=False)
         n_codes = n_bins
     else:
         if not (math.isfinite(bin_width) and bin_width > 0):
@@ -47,6 +44,15 @@ def bin_codes(t: torch.Tensor, *, n_bins: int = 30, bin_width: float | None = No
         codes -= codes.min()
         n_codes = int(codes.max().item()) + 1
     return codes.to(_code_dtype(n_codes))
+
+
+def _range_codes(t: torch.Tensor, n_bins: int, *, per_unit: bool) -> torch.Tensor:
+    """(N, D) -> float bin indices 0..n_bins-1 of equal bins over [min, max], taken over the
+    whole layer or over each unit (column); a constant range puts everything in bin 0."""
+    low, high = torch.aminmax(t, dim=0) if per_unit else torch.aminmax(t)
+    span = high - low
+    scale = torch.where(span > 0, n_bins / span, torch.zeros_like(span))
+    return ((t - low) * scale).floor_().clamp_(0, n_bins - 1)
 
 
 def _code_dtype(n_codes: int) -> torch.dtype:
@@ -103,10 +109,7 @@ def mi_per_unit(
     if not all_finite(t):
         return _undefined(t), _undefined(t)
     n_units, n_classes = t.shape[1], int(y.max().item()) + 1
-    low, high = torch.aminmax(t, dim=0)
-    span = high - low
-    scale = torch.where(span > 0, n_bins / span, torch.zeros_like(span))
-    codes = ((t - low) * scale).floor_().clamp_(0, n_bins - 1).long()  # (N, K)
+    codes = _range_codes(t, n_bins, per_unit=True).long()  # (N, K)
     unit = torch.arange(n_units, device=t.device) * n_bins  # offset of each unit's bins
     h_t = entropy_bits(_histogram(codes + unit, n_units, n_bins))
     joint = codes + unit * n_classes + y[:, None] * n_bins  # (unit, class, bin), row-major

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from infoflow_track.measures._checks import layer_and_labels
+from infoflow_track.measures.binning import entropy_bits
 
 _LN2 = math.log(2.0)
 BOUNDS = ("upper", "lower")
@@ -61,10 +62,9 @@ def mi_kde(
     kernel_var = noise_var if bound == "upper" else 4.0 * noise_var
     onehot = F.one_hot(y, int(y.max().item()) + 1).to(t.dtype)  # (N, C)
     log_all, log_same = _log_kernel_sums(t, y, onehot, kernel_var, chunk_bytes)
-    p_y = onehot.mean(dim=0)
-    h_y = -torch.special.xlogy(p_y, p_y).sum()
+    h_y = entropy_bits(onehot.sum(dim=0))
     i_xt = (math.log(n) - log_all.mean()) / _LN2
-    i_ty = (h_y + (log_same - log_all).mean()) / _LN2
+    i_ty = h_y + (log_same - log_all).mean() / _LN2
     return i_xt, i_ty
 
 

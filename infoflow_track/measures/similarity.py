@@ -42,7 +42,7 @@ def cka(
     if debiased and x.shape[0] < 4:
         raise ValueError(f"debiased CKA needs at least 4 samples, got {x.shape[0]}")
     if kernel == "linear":
-        x, y = _linear_features(x), _linear_features(y)
+        x, y = linear_features(x), linear_features(y)
         xy, xx, yy = (_linear_hsic(a, b, debiased) for a, b in ((x, y), (x, x), (y, y)))
     else:
         if not (math.isfinite(sigma_frac) and sigma_frac > 0):
@@ -66,8 +66,8 @@ def cka_matrix(
     """
     same = ys is None
     checked = [paired(xs[0], t)[1] for t in [*xs, *(ys or [])]]  # (N, D) each
-    xs = [_linear_features(x) for x in checked[: len(xs)]]
-    ys = xs if same else [_linear_features(y) for y in checked[len(xs) :]]
+    xs = [linear_features(x) for x in checked[: len(xs)]]
+    ys = xs if same else [linear_features(y) for y in checked[len(xs) :]]
     self_x = torch.stack([_linear_hsic(x, x, debiased) for x in xs])
     self_y = self_x if same else torch.stack([_linear_hsic(y, y, debiased) for y in ys])
     cross = torch.empty(len(xs), len(ys), dtype=self_x.dtype, device=self_x.device)
@@ -137,8 +137,9 @@ class MinibatchCKA:
         return self.cross / (self.self_x[:, None] * self.self_y[None, :]).sqrt()
 
 
-def _linear_features(x: torch.Tensor) -> torch.Tensor:
-    """Centred features (N, d) -> (N, min(d, N)) with the same linear Gram matrix.
+def linear_features(x: torch.Tensor) -> torch.Tensor:
+    """Centred features (N, d) -> (N, min(d, N)) with the same linear Gram matrix, so the
+    same linear CKA with anything: a compact form to keep a representation in.
 
     Centring leaves every HSIC here unchanged and keeps the sums of squares accurate; a layer
     wider than N is replaced by R^T from the QR factorisation X^T = QR (X X^T = R^T R), so no
@@ -151,7 +152,7 @@ def _linear_features(x: torch.Tensor) -> torch.Tensor:
 
 
 def _linear_hsic(x: torch.Tensor, y: torch.Tensor, debiased: bool) -> torch.Tensor:
-    """HSIC of the linear kernels of x (N, d1), y (N, d2) (see :func:`_linear_features`),
+    """HSIC of the linear kernels of x (N, d1), y (N, d2) (see :func:`linear_features`),
     without forming N x N matrices."""
     n = x.shape[0]
     trace = (x.T @ y).square().sum()  # <X X^T, Y Y^T>_F = |X^T Y|_F^2
