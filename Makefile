@@ -15,13 +15,15 @@ $(STAMP): pyproject.toml plugins/pyproject.toml
 
 install: $(STAMP)
 
-# A real experiment on the embedded default data; results land in ./mlruns.
+# A real Optuna study on the embedded default data; results land in ./mlruns.
 demo: $(STAMP)
 	$(BIN)/infoflow plugins list
-	$(BIN)/infoflow run mlp --dataset digits --epochs 10 --experiment demo
+	$(BIN)/infoflow study quickstart
 	@echo
-	@echo "Results are in ./mlruns/mlflow.db, CKA matrices and figures in ./mlruns/artifacts."
-	@echo "Open them with:  $(BIN)/infoflow ui   then browse http://127.0.0.1:5000"
+	@echo "Runs are in ./mlruns/mlflow.db (one parent run per study, a child run per trial),"
+	@echo "CKA matrices and figures in ./mlruns/artifacts, the Optuna study in ./mlruns/optuna.journal."
+	@echo "Table of trials:  $(BIN)/infoflow report quickstart"
+	@echo "MLflow UI:        $(BIN)/infoflow ui   then browse http://127.0.0.1:5000"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -155,8 +155,10 @@ def run(
 
 
 @contextmanager
-def _run_outcome() -> Iterator[None]:
-    """A diverged run exits 1 and Ctrl-C exits 130, each with one line (the run is closed)."""
+def _run_outcome(
+    interrupted: str = "a started run is recorded as KILLED",
+) -> Iterator[None]:
+    """A diverged run exits 1 and Ctrl-C exits 130, each with one line (runs are closed)."""
     from infoflow_track.engine import DivergedError
 
     try:
@@ -165,7 +167,7 @@ def _run_outcome() -> Iterator[None]:
         typer.echo(f"failed: {exc}; the run is recorded as FAILED", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted: a started run is recorded as KILLED", err=True)
+        typer.echo(f"interrupted: {interrupted}", err=True)
         raise typer.Exit(130) from None
 
 
@@ -192,6 +194,105 @@ def _epoch_progress(epochs: int) -> Iterator:
             progress.update(task, completed=min(step, epochs))
 
         yield listener
+
+
+@app.command("study")
+def study(
+    target: Annotated[str, typer.Argument(help="study name (studies/NAME.toml) or spec path")],
+    n_trials: Annotated[
+        int | None, typer.Option(help="total finished trials wanted (default: the spec's)")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="parallel worker processes", min=1, max=64)] = 1,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna storage: journal:PATH, sqlite:///PATH, postgresql://..."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="run setting or fixed hyperparameter key=value"),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="seconds after which no new trial starts")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="study name (default: the spec's)")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow store (default: $MLFLOW_TRACKING_URI or mlruns/)")
+    ] = None,
+) -> None:
+    """Run (or continue) an Optuna study: one MLflow parent run, a child run per trial."""
+    from infoflow_track.hparams import parse_assignments
+    from infoflow_track.study.report import publish_report
+    from infoflow_track.study.runner import check_runnable, open_study, run_study, tally
+    from infoflow_track.study.spec import load_spec
+    from infoflow_track.study.storage import resolve_storage
+    from infoflow_track.tracking import Tracker, default_store_dir, resolve_tracking_uri
+
+    with user_errors():
+        spec = load_spec(target, overrides=parse_assignments(set_ or []), n_trials=n_trials,
+                         timeout=timeout, name=name)  # fmt: skip
+        check_runnable(spec)
+        uri = resolve_tracking_uri(tracking_uri)
+        ref = resolve_storage(storage, default_store_dir(uri))
+        tracker = Tracker(uri)
+        opened = open_study(spec, ref, tracker)
+    before = tally(opened[0])
+    typer.echo(
+        f"study {spec.name}: {spec.plugin} on {spec.settings.dataset}, {spec.n_trials} trials "
+        f"({before.finished} finished before), sampler {spec.sampler.describe()}, pruner "
+        f"{spec.pruner.describe()}, {workers} worker(s)\n  storage: {ref.shown}"
+    )
+    with _run_outcome("the running trials are failed and queued again; rerun to continue"):
+        counts = run_study(spec, ref, tracker, opened, workers=workers, echo=typer.echo)
+    with user_errors():
+        notes = publish_report(spec.name, opened[0], tracker, opened[2])
+    typer.echo(
+        f"done: {counts.finished}/{spec.n_trials} finished ({counts.complete} complete, "
+        f"{counts.pruned} pruned, {counts.failed} failed)\n  parent run {opened[2]} in "
+        f"experiment '{spec.name}', store {tracker.uri}"
+    )
+    for note in notes:
+        typer.echo(f"  {note}")
+    if counts.finished < spec.n_trials:
+        typer.echo("  the budget is not met yet (timeout or a stopped worker): rerun to continue")
+
+
+@app.command("report")
+def report(
+    target: Annotated[str, typer.Argument(help="study name, or its spec file")],
+    storage: Annotated[str | None, typer.Option(help="Optuna storage of the study")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow store (default: $MLFLOW_TRACKING_URI or mlruns/)")
+    ] = None,
+) -> None:
+    """A study's trials as a table, and its figures logged on the study's parent run."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from infoflow_track.study.report import (
+        load_for_report,
+        publish_report,
+        study_name_of,
+        table_data,
+    )
+    from infoflow_track.study.runner import best_text
+    from infoflow_track.study.storage import resolve_storage
+    from infoflow_track.tracking import default_store_dir, resolve_tracking_uri
+
+    with user_errors():
+        name = study_name_of(target)
+        uri = resolve_tracking_uri(tracking_uri)
+        ref = resolve_storage(storage, default_store_dir(uri))
+        study, tracker, parent = load_for_report(name, ref, uri)
+    header, rows = table_data(study)
+    table = Table(*header, title=f"study {name} ({ref.shown})")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=max(120, 12 * len(header))).print(table)
+    notes = publish_report(name, study, tracker, parent)
+    typer.echo(f"best: {best_text(study)}\nfigures and trials.csv logged to parent run "
+               f"{parent} (experiment '{name}', store {tracker.uri})")  # fmt: skip
+    for note in notes:
+        typer.echo(f"  {note}")
 
 
 @app.command("ui")

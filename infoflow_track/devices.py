@@ -40,3 +40,12 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)
+
+
+def worker_device(text: str, worker: int) -> str | None:
+    """The device of parallel worker ``worker``: with ``auto`` or ``cuda`` and several GPUs
+    visible, GPUs round-robin (``cuda:{worker % count}``); otherwise None (keep ``text``)."""
+    count = torch.cuda.device_count()
+    if text.strip().lower() in ("auto", "cuda") and count > 0:
+        return f"cuda:{worker % count}"
+    return None

@@ -30,11 +30,20 @@ EpochListener = Callable[[int, Mapping[str, float]], None]
 
 #: Probed layer names become metric keys such as ``mi_xt/<layer>``.
 LAYER_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+#: The metrics every epoch end logs before the hooks add theirs.
+EPOCH_METRICS = ("acc/train", "acc/test", "loss/train", "loss/test")
 _EVAL_CHUNK = 8192  # samples per forward pass when evaluating
 
 
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class StopEarly(Exception):
+    """Raised by an epoch listener to end training after that epoch (a pruner's decision).
+
+    :func:`train` returns normally with the epochs done so far; the message says why.
+    """
 
 
 class MetricSink(Protocol):
@@ -47,6 +56,7 @@ class MetricSink(Protocol):
 class TrainResult:
     metrics: dict[str, float]  # the last epoch's metrics
     steps: int  # epochs completed, over all phases
+    stopped: str | None = None  # why a listener stopped training early, if it did
 
 
 def build_model(plugin: Plugin, config: Any, data: Dataset, seed: int) -> torch.nn.Module:
@@ -126,7 +136,10 @@ def train(
     hooks: Sequence[EpochHook] = (),
     listeners: Sequence[EpochListener] = (),
 ) -> TrainResult:
-    """Fit ``model`` with the plugin; every epoch end is evaluated, hooked, logged, heard."""
+    """Fit ``model`` with the plugin; every epoch end is evaluated, hooked, logged, heard.
+
+    A listener may raise :class:`StopEarly` to end training after the epoch it heard.
+    """
     device = data.device
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     last: dict[str, float] = {}
@@ -134,12 +147,8 @@ def train(
     def on_epoch_end(model: torch.nn.Module, step: int) -> dict[str, float]:
         acc_train, loss_train = evaluate(model, data.x_train, data.y_train)
         acc_test, loss_test = evaluate(model, data.x_test, data.y_test)
-        metrics = {
-            "acc/train": acc_train,
-            "acc/test": acc_test,
-            "loss/train": loss_train,
-            "loss/test": loss_test,
-        }
+        values = (acc_train, acc_test, loss_train, loss_test)
+        metrics = dict(zip(EPOCH_METRICS, values, strict=True))
         diverged = not math.isfinite(loss_train)
         for hook in () if diverged else hooks:  # no measures of a diverged model
             metrics.update(hook(model, ctx))
@@ -154,7 +163,10 @@ def train(
         return metrics
 
     ctx = RunContext(config, data, settings, device, generator, on_epoch_end)
-    plugin.fit(model, ctx)
+    try:
+        plugin.fit(model, ctx)
+    except StopEarly as stop:
+        return TrainResult(dict(last), ctx.step, stopped=str(stop))
     if ctx.step == 0:
         raise RuntimeError(f"{type(plugin).__name__}.fit never called ctx.end_epoch(model)")
     return TrainResult(dict(last), ctx.step)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,14 @@ import torch
 from infoflow_track import __version__
 from infoflow_track.data import Dataset, load_dataset
 from infoflow_track.devices import describe_device, resolve_device
-from infoflow_track.engine import EpochHook, EpochListener, build_model, train
+from infoflow_track.engine import EPOCH_METRICS, EpochHook, EpochListener, build_model, train
 from infoflow_track.errors import UserError
 from infoflow_track.hparams import parse_config
 from infoflow_track.plugin import Plugin
-from infoflow_track.probe import LayerProbe
+from infoflow_track.probe import LAYER_MEASURES, LayerProbe
 from infoflow_track.registry import PluginEntry, PluginError, get_entry
 from infoflow_track.settings import RunSettings
-from infoflow_track.tracking import Tracker, check_experiment_name, git_state
+from infoflow_track.tracking import RunLogger, Tracker, check_experiment_name, git_state
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,15 @@ class RunPlan:
             "data.num_classes": str(data.num_classes),
         }
 
+    def metric_names(self) -> list[str]:
+        """Every metric key this run logs each epoch: accuracy, loss and the layer measures."""
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            _, layers = self.model.forward_intermediates(self.data.x_train[:2])
+        self.model.train(was_training)
+        return [*EPOCH_METRICS, *(f"{m}/{name}" for m in LAYER_MEASURES for name in layers)]
+
     def tags(self) -> dict[str, str]:
         """Plugin identity, code version and environment, as MLflow tags."""
         tags = {
@@ -85,6 +94,8 @@ class RunPlan:
 class RunResult:
     run_id: str
     metrics: dict[str, float]  # the last epoch's
+    epochs: int  # epochs completed
+    stopped: str | None = None  # why training stopped early (a pruner), if it did
 
 
 def experiment_name(requested: str | None, plan: RunPlan) -> str:
@@ -123,19 +134,27 @@ def execute_run(
     experiment: str,
     run_name: str | None = None,
     parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    on_start: Callable[[RunLogger], None] | None = None,
     hooks: Sequence[EpochHook] = (),
     listeners: Sequence[EpochListener] = (),
 ) -> RunResult:
     """Train ``plan`` and record it as one MLflow run in ``experiment`` (see
-    :func:`experiment_name`); the run is ended whatever happens."""
+    :func:`experiment_name`); the run is ended whatever happens.
+
+    ``tags`` are added to the plan's; ``on_start`` gets the run as soon as it exists. A
+    listener raising :class:`~infoflow_track.engine.StopEarly` ends a FINISHED run early.
+    """
     run = tracker.start_run(
         experiment,
         run_name=run_name,
-        tags=plan.tags(),
+        tags={**plan.tags(), **(tags or {})},
         parent_run_id=parent_run_id,
     )
     probe = None
     try:
+        if on_start is not None:
+            on_start(run)
         run.log_params(plan.params())
         probe = LayerProbe(plan.model, plan.data, plan.settings, artifacts=run)  # before training
         result = train(
@@ -143,6 +162,8 @@ def execute_run(
             sink=run, hooks=[probe, *hooks], listeners=listeners,
         )  # fmt: skip
         probe.finish()
+        if result.stopped:
+            run.set_tags({"infoflow.stopped": result.stopped})
     except KeyboardInterrupt:
         run.end("KILLED")
         raise
@@ -154,4 +175,4 @@ def execute_run(
         run.end("FAILED")
         raise
     run.end("FINISHED")
-    return RunResult(run.run_id, result.metrics)
+    return RunResult(run.run_id, result.metrics, result.steps, result.stopped)

@@ -31,11 +31,6 @@ if TYPE_CHECKING:
     from infoflow_track.hparams import HParams
     from infoflow_track.settings import RunSettings
 
-#: Search-space entry kinds, as in study specs: ``{"type": "float", "low": 1e-4, "high": 1e-1,
-#: "log": True}``, ``{"type": "int", "low": 1, "high": 8, "step": 1}``,
-#: ``{"type": "categorical", "choices": ["relu", "tanh"]}``.
-SEARCH_SPACE_TYPES = ("float", "int", "categorical")
-
 
 class Plugin:
     """Base class of every experiment. Subclasses set the class attributes and ``build``."""
@@ -46,7 +41,9 @@ class Plugin:
     summary: ClassVar[str] = ""
     #: Frozen dataclass deriving from :class:`~infoflow_track.hparams.HParams`.
     Config: ClassVar[type[HParams]]
-    #: Default Optuna search space: hyperparameter name -> distribution (see above).
+    #: Default Optuna search space: hyperparameter name -> distribution, as in study specs:
+    #: ``{"type": "float", "low": 1e-4, "high": 1e-1, "log": True}``, ``{"type": "int",
+    #: "low": 1, "high": 8, "step": 1}``, ``{"type": "categorical", "choices": ["relu"]}``.
     search_space: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def build(self, config: Any, data: Dataset) -> torch.nn.Module:

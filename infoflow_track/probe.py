@@ -24,6 +24,8 @@ from infoflow_track.settings import RunSettings
 _FORWARD_CHUNK = 8192  # probe samples per forward pass
 #: Name of the one-hot labels beside the layers in CKA matrices (no layer can be named so).
 LABELS = "labels (one-hot)"
+#: Every probed layer gets one metric ``<measure>/<layer>`` of each of these per epoch.
+LAYER_MEASURES = ("mi_xt", "mi_ty", "cka_label", "cka_init")
 
 
 class ArtifactSink(Protocol):

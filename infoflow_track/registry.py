@@ -139,29 +139,9 @@ def _check_config(cls: Any) -> dict[str, Any]:
 
 def _check_search_space(space: Any, fields: dict[str, Any]) -> None:
     """Every entry names a hyperparameter, has a known type, and stays in its valid range."""
-    from infoflow_track.hparams import check_value, parse_value
-    from infoflow_track.plugin import SEARCH_SPACE_TYPES
+    from infoflow_track.study.space import check_space
 
-    for key, dist in space.items():
-        if key not in fields:
-            raise TypeError(
-                f"search space names '{key}', which is not a hyperparameter: "
-                f"valid are {choices_text(fields)}"
-            )
-        kind = dist.get("type")
-        if kind not in SEARCH_SPACE_TYPES:
-            raise TypeError(
-                f"search space entry '{key}' has type {kind!r}: valid are "
-                f"{choices_text(SEARCH_SPACE_TYPES)}"
-            )
-        if kind == "categorical":
-            values = list(dist.get("choices") or [])
-        else:
-            values = [dist.get("low"), dist.get("high")]
-        if not values or any(v is None for v in values):
-            raise TypeError(f"search space entry '{key}' needs low and high, or choices")
-        try:
-            for v in values:
-                check_value(fields[key], parse_value(fields[key], v) if isinstance(v, str) else v)
-        except UserError as exc:
-            raise TypeError(f"search space entry '{key}': {exc}") from None
+    try:
+        check_space(space, fields, "search space")
+    except UserError as exc:
+        raise TypeError(str(exc)) from None

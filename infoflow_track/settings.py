@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from infoflow_track.errors import UserError, choices_text
 
@@ -63,6 +65,45 @@ class RunSettings:
 
 #: Names a plugin hyperparameter may not take: they are run params of every run.
 RUN_SETTING_NAMES = frozenset(f.name for f in fields(RunSettings))
+
+
+def settings_from(values: Mapping[str, Any]) -> RunSettings:
+    """RunSettings from ``{name: value}``, values typed (a TOML table) or text (``--set``).
+
+    An unknown name or unreadable value is a :class:`UserError` naming the setting.
+    """
+    defaults = RunSettings()
+    typed: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in RUN_SETTING_NAMES:
+            raise UserError(
+                f"unknown setting '{name}': valid are {choices_text(sorted(RUN_SETTING_NAMES))}"
+            )
+        if name == "classes":
+            typed[name] = _classes_value(value)
+            continue
+        kind = type(getattr(defaults, name))
+        if isinstance(value, str) and kind is not str:
+            try:
+                value = kind(value.strip())
+            except ValueError:
+                raise UserError(
+                    f"cannot read {value!r} as {kind.__name__} for setting '{name}'"
+                ) from None
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise UserError(f"invalid setting '{name}' = {value!r}: expected {kind.__name__}")
+        typed[name] = value
+    return RunSettings(**typed)
+
+
+def _classes_value(value: Any) -> tuple[int, ...] | None:
+    if isinstance(value, str):
+        return parse_classes(value)
+    if isinstance(value, list) and all(type(v) is int for v in value):
+        return tuple(value)
+    raise UserError(f"invalid setting 'classes' = {value!r}: give a list of labels, e.g. [8, 9]")
 
 
 def parse_classes(text: str | None) -> tuple[int, ...] | None:

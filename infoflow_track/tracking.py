@@ -64,6 +64,13 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(unquote(uri[len("sqlite:///") :]))
 
 
+def default_store_dir(uri: str) -> Path:
+    """The directory of a SQLite store (``mlruns/``), else ``./mlruns``: where a study's
+    default Optuna journal lives."""
+    db = sqlite_path(uri)
+    return db.parent if db is not None else Path.cwd() / DEFAULT_STORE_DIR
+
+
 def artifact_root(uri: str) -> Path | None:
     """Where artifacts of a SQLite store live: ``artifacts/`` beside the database file."""
     db = sqlite_path(uri)
@@ -248,6 +255,10 @@ class RunLogger:
     def log_dict(self, data: dict[str, Any], artifact_file: str) -> None:
         """``data`` as a JSON artifact at ``artifact_file`` (a path inside the run)."""
         self.client.log_dict(self.run_id, data, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """``text`` as an artifact at ``artifact_file`` (a path inside the run)."""
+        self.client.log_text(self.run_id, text, artifact_file)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         """A matplotlib figure as an image artifact (format from the file's extension)."""

@@ -1,0 +1,225 @@
+"""A study's report: a table of its trials, and figures on its MLflow parent run.
+
+On the parent run: ``report/trials.csv``, ``report/optimization_history.png``,
+``report/param_importances.png`` (fANOVA, once two trials are complete),
+``report/accuracy_best.png`` (test accuracy per epoch of the best trials) and
+``report/information_plane_best.png`` (their layers in one information plane); tags
+``infoflow.best_trial`` / ``infoflow.best_value`` for a single objective.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infoflow_track.errors import UserError, choices_text
+from infoflow_track.study.storage import (
+    ABANDONED_ATTR,
+    ERROR_ATTR,
+    PARENT_ATTR,
+    RUN_ID_ATTR,
+    StorageRef,
+    objectives_of,
+)
+from infoflow_track.tracking import RunLogger, Tracker
+
+BEST_SHOWN = 5  # trials drawn in the overlay figures
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    number: int
+    state: str  # COMPLETE, PRUNED, FAIL, FAIL (abandoned), RUNNING, WAITING
+    values: list[float] | None
+    params: dict[str, Any]
+    seconds: float | None
+    run_id: str | None
+    note: str  # error of a failed trial, why an abandoned one was released
+
+
+def trial_rows(study: Any) -> list[TrialRow]:
+    """Every trial of ``study`` in number order."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        abandoned = t.user_attrs.get(ABANDONED_ATTR)
+        state = t.state.name + (" (abandoned)" if abandoned else "")
+        seconds = t.duration.total_seconds() if t.duration is not None else None
+        note = abandoned or t.user_attrs.get(ERROR_ATTR, "")
+        rows.append(TrialRow(t.number, state, t.values, dict(t.params), seconds,
+                             t.user_attrs.get(RUN_ID_ATTR), note))  # fmt: skip
+    return rows
+
+
+def best_numbers(study: Any) -> list[int]:
+    """The best complete trials: the top :data:`BEST_SHOWN` by value, or the Pareto front."""
+    from optuna.trial import TrialState
+
+    if len(study.directions) > 1:
+        return sorted(t.number for t in study.best_trials)[:BEST_SHOWN]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    reverse = study.direction.name == "MAXIMIZE"
+    ranked = sorted(complete, key=lambda t: t.value, reverse=reverse)
+    return [t.number for t in ranked[:BEST_SHOWN]]
+
+
+def rows_csv(rows: list[TrialRow], objectives: list[tuple[str, str]]) -> str:
+    params = sorted({k for row in rows for k in row.params})
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["trial", "state", *(m for m, _ in objectives), *params, "seconds",
+                     "mlflow_run_id", "note"])  # fmt: skip
+    for row in rows:
+        values = row.values or [None] * len(objectives)
+        writer.writerow([row.number, row.state, *values, *(row.params.get(p) for p in params),
+                         row.seconds, row.run_id, row.note])  # fmt: skip
+    return out.getvalue()
+
+
+def publish_report(name: str, study: Any, tracker: Tracker, parent_run_id: str) -> list[str]:
+    """Log the table and figures on the parent run; returns notes on what was left out."""
+    from optuna.trial import TrialState
+
+    from infoflow_track import plots
+
+    objectives = objectives_of(study)
+    rows = trial_rows(study)
+    run = RunLogger(tracker.client, parent_run_id)
+    run.log_text(rows_csv(rows, objectives), "report/trials.csv")
+    notes = []
+    complete = [r for r in rows if r.state == TrialState.COMPLETE.name]
+    history = plots.optimization_history(
+        [r.number for r in complete], [r.values for r in complete], objectives,
+        title=f"{name}: optimisation history",
+    )  # fmt: skip
+    run.log_figure(history, "report/optimization_history.png")
+    importances = _importances(study, objectives)
+    if importances:
+        run.log_figure(plots.param_importances(importances), "report/param_importances.png")
+    else:
+        notes.append("parameter importances need two complete trials that differ")
+    best = best_numbers(study)
+    by_number = {r.number: r for r in rows}
+    histories = {n: _histories(tracker, by_number[n].run_id) for n in best}
+    labels = {n: f"trial {n}" for n in best}
+    accuracy = {labels[n]: h["acc/test"] for n, h in histories.items() if "acc/test" in h}
+    run.log_figure(
+        plots.curves(accuracy, ylabel="test accuracy", title=f"{name}: best trials"),
+        "report/accuracy_best.png",
+    )
+    planes = {labels[n]: _plane(h) for n, h in histories.items()}
+    run.log_figure(
+        plots.information_planes({k: v for k, v in planes.items() if v[0]},
+                                 title=f"{name}: information plane of the best trials"),
+        "report/information_plane_best.png",
+    )  # fmt: skip
+    if len(objectives) == 1 and best:
+        run.set_tags({"infoflow.best_trial": best[0],
+                      "infoflow.best_value": by_number[best[0]].values[0]})  # fmt: skip
+    return notes
+
+
+def _importances(study: Any, objectives: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
+    """fANOVA importances per objective, empty if Optuna cannot compute them yet."""
+    import optuna
+
+    out = {}
+    for k, (metric, _) in enumerate(objectives):
+        try:
+            out[metric] = optuna.importance.get_param_importances(
+                study,
+                evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+                target=lambda t, k=k: t.values[k],
+            )
+        except (RuntimeError, ValueError, ZeroDivisionError):
+            return {}
+    return out if all(out.values()) else {}
+
+
+def _histories(tracker: Tracker, run_id: str | None) -> dict[str, tuple[list[int], list[float]]]:
+    """(epochs, values) of accuracy and the MI metrics of one run."""
+    if run_id is None:
+        return {}
+    keys = [k for k in tracker.client.get_run(run_id).data.metrics
+            if k == "acc/test" or k.startswith(("mi_xt/", "mi_ty/"))]  # fmt: skip
+    out = {}
+    for key in keys:
+        points = sorted(tracker.client.get_metric_history(run_id, key), key=lambda m: m.step)
+        out[key] = ([m.step for m in points], [m.value for m in points])
+    return out
+
+
+def _plane(histories: dict[str, tuple[list[int], list[float]]]) -> tuple[dict, dict]:
+    mi_xt = {k.split("/", 1)[1]: v for k, (_, v) in histories.items() if k.startswith("mi_xt/")}
+    mi_ty = {k.split("/", 1)[1]: v for k, (_, v) in histories.items() if k.startswith("mi_ty/")}
+    return ({k: mi_xt[k] for k in mi_xt if k in mi_ty}, mi_ty)
+
+
+def study_name_of(target: str) -> str:
+    """A study name, or the ``name`` in a spec file (default: the file's stem)."""
+    path = Path(target)
+    if not target.endswith(".toml"):
+        return target
+    if not path.is_file():
+        raise UserError(f"study spec {target!r} not found")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"malformed study spec {path}: {exc}") from None
+    return str(raw.get("name", path.stem))
+
+
+def load_for_report(name: str, ref: StorageRef, tracker_uri: str) -> tuple[Any, Tracker, str]:
+    """(study, tracker, parent run id) of an existing study; UserError if any is missing."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not ref.exists():
+        raise UserError(f"no study storage at {ref.shown}: run `infoflow study` first")
+    storage = ref.open()
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = optuna.get_all_study_names(storage)
+        raise UserError(
+            f"unknown study {name!r} in {ref.shown}: studies there are {choices_text(known)}"
+        ) from None
+    parent = study.user_attrs.get(PARENT_ATTR)
+    tracker = Tracker(tracker_uri)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tracker.client.get_run(parent)
+    except (MlflowException, TypeError):
+        raise UserError(
+            f"the parent run of study {name!r} is not in {tracker.uri}: pass the --tracking-uri "
+            "the study used"
+        ) from None
+    return study, tracker, parent
+
+
+def table_data(study: Any) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the terminal table: trial, state, objectives, params, seconds."""
+    objectives = objectives_of(study)
+    rows = trial_rows(study)
+    params = sorted({k for row in rows for k in row.params})
+    header = ["trial", "state", *(m for m, _ in objectives), *params, "seconds"]
+    body = []
+    for row in rows:
+        values = [f"{v:.4f}" for v in row.values] if row.values else [""] * len(objectives)
+        shown = [_short(row.params.get(p)) for p in params]
+        seconds = "" if row.seconds is None else f"{row.seconds:.1f}"
+        body.append([str(row.number), row.state, *values, *shown, seconds])
+    return header, body
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value) if not isinstance(value, str) else value

@@ -1,0 +1,345 @@
+"""Running a study: check it, open it once (storage, study, parent run), then N workers.
+
+:func:`check_runnable` plans one run of the spec (data, device, model, objective metrics)
+before anything is written. :func:`open_study` creates or continues the Optuna study under
+the study lock, checks that a continued study has the same spec, and creates (or reopens) its
+MLflow parent run. :func:`run_study` then runs workers, in this process or in N spawned ones,
+each taking trials until the study holds ``n_trials`` finished trials: the count and the
+``ask`` happen under the lock, so the budget is met exactly, across restarts too.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from infoflow_track.errors import UserError, choices_text
+from infoflow_track.study.algorithms import make_pruner, make_sampler
+from infoflow_track.study.spec import StudySpec
+from infoflow_track.study.storage import (
+    ABANDONED_ATTR,
+    IDENTITY_ATTR,
+    PARENT_ATTR,
+    StorageRef,
+    claim,
+    locked,
+    objectives_of,
+    release,
+    release_abandoned,
+)
+from infoflow_track.study.trial import TrialOutcome, run_trial
+from infoflow_track.tracking import Tracker
+
+MAX_WORKERS = 64
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Trials of a study by state; abandoned trials (re-queued) are not counted as failed."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+    abandoned: int = 0
+
+    @property
+    def finished(self) -> int:
+        """The trials that count towards the budget."""
+        return self.complete + self.pruned + self.failed
+
+
+def tally(study: Any) -> Tally:
+    from optuna.trial import TrialState
+
+    counts = dict.fromkeys(("complete", "pruned", "failed", "running", "waiting", "abandoned"), 0)
+    names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
+             TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}  # fmt: skip
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.FAIL:
+            counts["abandoned" if ABANDONED_ATTR in trial.user_attrs else "failed"] += 1
+        else:
+            counts[names[trial.state]] += 1
+    return Tally(**counts)
+
+
+@dataclass(frozen=True)
+class StudyJob:
+    """What every worker needs (picklable, for spawned processes)."""
+
+    spec: StudySpec
+    storage: StorageRef
+    tracking_uri: str
+    parent_run_id: str
+    deadline: float | None  # time.time() after which no trial starts
+    seed_offset: int  # shifts a seeded sampler per invocation; the worker index is added
+
+
+def check_runnable(spec: StudySpec) -> None:
+    """Plan one run of the spec (fixed values, each searched one at its first value): data,
+    device and model must work and every objective metric must be one the run logs."""
+    from infoflow_track.experiment import plan_run
+
+    first = {n: d.choices[0] if d.kind == "categorical" else d.low for n, d in spec.search.items()}
+    plan = plan_run(spec.plugin, {**spec.fixed, **first}, spec.settings)
+    logged = plan.metric_names()
+    for objective in spec.objectives:
+        if objective.metric not in logged:
+            raise UserError(
+                f"objective {objective.metric!r} in {spec.path.name} is not logged by "
+                f"{spec.plugin}: valid are {choices_text(logged)}"
+            )
+
+
+def open_study(spec: StudySpec, ref: StorageRef, tracker: Tracker) -> tuple[Any, Any, str]:
+    """(study, storage, parent run id): the study created or continued, its parent run
+    RUNNING, its abandoned trials released. A continued study must have the same spec."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with locked(ref):
+        storage = ref.open()
+        identity = json.loads(json.dumps(spec.identity()))
+        try:
+            study = optuna.load_study(study_name=spec.name, storage=storage)
+        except KeyError:
+            study = None
+        if study is not None:
+            _check_same_study(study, spec, identity, ref)
+        experiment = tracker.experiment_id(spec.name)  # may refuse a deleted experiment
+        if study is None:
+            study = optuna.create_study(
+                study_name=spec.name, storage=storage, directions=spec.directions
+            )
+            study.set_user_attr(IDENTITY_ATTR, identity)
+        parent = _parent_run(study, spec, ref, tracker, experiment)
+        release_abandoned(study, storage, tracker)
+    return study, storage, parent
+
+
+def _check_same_study(study: Any, spec: StudySpec, identity: dict, ref: StorageRef) -> None:
+    recorded = study.user_attrs.get(IDENTITY_ATTR)
+    if recorded is None:
+        raise UserError(
+            f"study '{spec.name}' in {ref.shown} was not made by infoflow: choose another name"
+        )
+    if recorded != identity:
+        differ = sorted(k for k in identity if recorded.get(k) != identity.get(k))
+        raise UserError(
+            f"study '{spec.name}' in {ref.shown} was run with a different "
+            f"{' and '.join(differ)}: continue it with the spec it had, or give a new --name"
+        )
+
+
+def _parent_run(study: Any, spec: StudySpec, ref: StorageRef, tracker: Tracker, exp: str) -> str:
+    """The study's MLflow parent run, created on first use and RUNNING while workers work."""
+    from mlflow.exceptions import MlflowException
+
+    from infoflow_track.tracking import RunLogger
+
+    tags = {"infoflow.study": spec.name, "infoflow.plugin": spec.plugin,
+            "infoflow.sampler": spec.sampler.describe(), "infoflow.pruner": spec.pruner.describe(),
+            "infoflow.storage": ref.shown, "infoflow.n_trials": str(spec.n_trials),
+            "infoflow.objectives": ", ".join(f"{o.metric} ({o.direction})"
+                                             for o in spec.objectives),
+            "mlflow.note.content": spec.description}  # fmt: skip
+    run_id = study.user_attrs.get(PARENT_ATTR)
+    try:
+        if run_id is not None and tracker.client.get_run(run_id).info.experiment_id == exp:
+            run = RunLogger(tracker.client, run_id)
+            tracker.client.update_run(run_id, status="RUNNING")
+            run.set_tags(tags)
+            run.log_text(spec.text, "study/spec.toml")
+            return run_id
+    except MlflowException:  # the run is not in this tracking store: start one here
+        pass
+    run = tracker.start_run(spec.name, run_name=spec.name, tags=tags)
+    identity = spec.identity()
+    fixed = {f"fixed.{k}": v for k, v in identity["fixed"].items()}
+    search = {f"search.{k}": json.dumps(v) for k, v in identity["search"].items()}
+    run.log_params({**spec.settings.as_params(), **fixed, **search})
+    run.log_text(spec.text, "study/spec.toml")
+    run.log_dict(identity, "study/spec.json")
+    study.set_user_attr(PARENT_ATTR, run.run_id)
+    return run.run_id
+
+
+def run_study(
+    spec: StudySpec,
+    ref: StorageRef,
+    tracker: Tracker,
+    opened: tuple[Any, Any, str],
+    *,
+    workers: int = 1,
+    echo: Echo = print,
+) -> Tally:
+    """Run workers until the study holds ``spec.n_trials`` finished trials (or the timeout
+    passes); the parent run ends FINISHED, or KILLED on Ctrl-C (which propagates)."""
+    study, storage, parent_run_id = opened
+    deadline = None if spec.timeout is None else time.time() + spec.timeout
+    offset = len(study.get_trials(deepcopy=False)) * MAX_WORKERS
+    job = StudyJob(spec, ref, tracker.uri, parent_run_id, deadline, offset)
+    status = "KILLED"
+    try:
+        if workers == 1:
+            work(job, 0, echo)
+        else:
+            _run_processes(job, workers, echo)
+        status = "FINISHED"
+    finally:
+        with locked(ref):  # trials of workers that died
+            released = release_abandoned(study, storage, tracker)
+        if released:
+            echo(f"released trials {released} of workers that ended without finishing them")
+        tracker.client.set_terminated(parent_run_id, status=status)
+    return tally(study)
+
+
+class StopRequest:
+    """Ctrl-C as a request: the first stops the worker at the next epoch end (its run and
+    trial are closed cleanly, no database write is cut in half), a second stops it at once.
+    ``event`` carries the request from the parent to spawned workers."""
+
+    def __init__(self, event: Any = None) -> None:
+        self.event = event
+        self.requested = False
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this epoch (Ctrl-C again stops at once)", file=sys.stderr,
+              flush=True)  # fmt: skip
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def check(self, *_: Any) -> None:
+        """Raise KeyboardInterrupt if a stop was requested (also an epoch listener)."""
+        if self.requested or (self.event is not None and self.event.is_set()):
+            raise KeyboardInterrupt
+
+
+def work(
+    job: StudyJob, worker: int, echo: Echo, device: str | None = None, event: Any = None
+) -> None:
+    """Take trials until the budget is met or the deadline passes (one worker)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = job.spec
+    storage = job.storage.open()
+    tracker = Tracker(job.tracking_uri)
+    study = optuna.load_study(
+        study_name=spec.name, storage=storage,
+        sampler=make_sampler(spec.sampler, spec.grid(), job.seed_offset + worker),
+        pruner=make_pruner(spec.pruner, spec.settings.epochs),
+    )  # fmt: skip
+    settings = spec.settings if device is None else replace(spec.settings, device=device)
+    stop = StopRequest(event)
+    with stop.installed():
+        while job.deadline is None or time.time() < job.deadline:
+            trial = None
+            try:
+                stop.check()
+                with locked(job.storage):
+                    release_abandoned(study, storage, tracker)
+                    counts = tally(study)
+                    if counts.finished + counts.running >= spec.n_trials:
+                        return
+                    trial = study.ask()
+                    claim(storage, trial._trial_id)
+                outcome = run_trial(study, trial, spec, storage=storage, tracker=tracker,
+                                    parent_run_id=job.parent_run_id, settings=settings,
+                                    listeners=[stop.check])  # fmt: skip
+            except KeyboardInterrupt:
+                if threading.current_thread() is threading.main_thread():
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the clean-up finish
+                if trial is not None:
+                    frozen = storage.get_trial(trial._trial_id)
+                    release(study, storage, frozen, "interrupted (Ctrl-C)", tracker)
+                raise
+            echo(progress_line(outcome, study, spec))
+
+
+def _run_processes(job: StudyJob, workers: int, echo: Echo) -> None:
+    """``workers`` spawned processes, one device each (round-robin over visible GPUs)."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch/CUDA
+    stop = context.Event()
+    procs = [context.Process(target=_worker_process, args=(job, i, workers, stop),
+                             name=f"infoflow-worker-{i}") for i in range(workers)]  # fmt: skip
+    for proc in procs:
+        proc.start()
+    try:
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:
+        stop.set()  # workers stop at their next epoch end (a terminal's Ctrl-C reached them too)
+        for proc in procs:
+            proc.join()
+        raise
+    for i, proc in enumerate(procs):
+        if proc.exitcode:
+            echo(f"worker {i} ended with status {proc.exitcode}")
+
+
+def _worker_process(job: StudyJob, worker: int, workers: int, event: Any) -> None:
+    import torch
+
+    from infoflow_track.devices import worker_device
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    try:
+        work(job, worker, functools.partial(print, flush=True),
+             worker_device(job.spec.settings.device, worker), event)  # fmt: skip
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def best_text(study: Any) -> str:
+    """The best value so far and its trial, or the Pareto front of a multi-objective study."""
+    objectives = objectives_of(study)
+    if len(objectives) > 1:
+        front = sorted(t.number for t in study.best_trials)
+        return f"Pareto front: trials {', '.join(map(str, front))}" if front else "none yet"
+    try:
+        best = study.best_trial
+    except ValueError:
+        return "none yet"
+    return f"{objectives[0][0]} {best.value:.4f} (trial {best.number})"
+
+
+def progress_line(outcome: TrialOutcome, study: Any, spec: StudySpec) -> str:
+    """One line per finished trial: its result, the study's counts and the best so far."""
+    counts = tally(study)
+    if outcome.values is not None:
+        pairs = zip(spec.objectives, outcome.values, strict=True)
+        result = "  ".join(f"{o.metric} {v:.4f}" for o, v in pairs)
+    else:
+        result = outcome.detail[:120]
+    return (
+        f"trial {outcome.number:>3} {outcome.state:<8} {result}  ({outcome.seconds:.1f} s) | "
+        f"{counts.finished}/{spec.n_trials} finished: {counts.complete} complete, "
+        f"{counts.pruned} pruned, {counts.failed} failed | best {best_text(study)}"
+    )

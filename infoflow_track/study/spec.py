@@ -1,0 +1,276 @@
+"""Study specs: TOML files parsed and validated into a :class:`StudySpec`, never executed.
+
+::
+
+    name = "quickstart"            # Optuna study and MLflow experiment (default: file name)
+    plugin = "mlp"
+    n_trials = 6                   # the study's total budget of finished trials
+    timeout = 900                  # optional: seconds after which no new trial starts
+
+    [settings]                     # run settings (see `infoflow run --help`)
+    dataset = "digits"
+    epochs = 3
+
+    [fixed]                        # hyperparameters held fixed
+    activation = "relu"
+
+    [search]                       # searched hyperparameters (default: the plugin's space)
+    lr = { type = "float", low = 1e-4, high = 1e-2, log = true }
+
+    [objective]                    # or several [[objective]] tables (multi-objective)
+    metric = "acc/test"            # any metric the run logs, value at the last epoch
+    direction = "maximize"
+
+    [sampler]                      # tpe, random, grid, cmaes, gp, nsga2 (+ Optuna options)
+    type = "tpe"
+    seed = 0
+
+    [pruner]                       # none, median, hyperband, successive-halving
+    type = "median"
+
+Every error is a :class:`UserError` naming the spec and the key, raised before anything runs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from infoflow_track.engine import EPOCH_METRICS, LAYER_NAME
+from infoflow_track.errors import UserError, choices_text
+from infoflow_track.hparams import format_value, parse_config, specs
+from infoflow_track.probe import LAYER_MEASURES
+from infoflow_track.settings import RUN_SETTING_NAMES, RunSettings, settings_from
+from infoflow_track.study.algorithms import Algorithm, check_algorithms, parse_algorithm
+from infoflow_track.study.space import Dimension, check_space, grid
+
+TOP_LEVEL_KEYS = ("name", "description", "plugin", "n_trials", "timeout", "settings", "fixed",
+                  "search", "objective", "sampler", "pruner")  # fmt: skip
+DIRECTIONS = ("maximize", "minimize")
+MAX_TRIALS = 100_000
+DEFAULT_OBJECTIVE = {"metric": "acc/test", "direction": "maximize"}
+_LAYER_METRIC = re.compile(rf"({'|'.join(LAYER_MEASURES)})/{LAYER_NAME.pattern}")
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str  # a metric key the run logs, e.g. acc/test or mi_xt/hidden1
+    direction: str  # maximize | minimize
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study: what to train, what to search, what to optimise, how long."""
+
+    name: str
+    plugin: str
+    settings: RunSettings
+    fixed: Mapping[str, Any]  # hyperparameter -> typed value
+    search: Mapping[str, Dimension]
+    objectives: tuple[Objective, ...]
+    sampler: Algorithm
+    pruner: Algorithm
+    n_trials: int
+    timeout: float | None
+    path: Path  # the spec file
+    text: str  # its text, kept as an artifact of the study
+    description: str = ""  # shown on the parent run in the MLflow UI
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    def grid(self) -> dict[str, list[Any]] | None:
+        """The grid sampler's points per dimension, or None for other samplers."""
+        return grid(self.search, "[search]") if self.sampler.kind == "grid" else None
+
+    def identity(self) -> dict[str, Any]:
+        """What a study must keep to be continued: plugin, settings, fixed values, space and
+        objectives. Budget, timeout, sampler and pruner may change between runs."""
+        return {
+            "plugin": self.plugin,
+            "settings": self.settings.as_params(),
+            "fixed": {k: format_value(v) for k, v in sorted(self.fixed.items())},
+            "search": {k: d.as_dict() for k, d in sorted(self.search.items())},
+            "objectives": [[o.metric, o.direction] for o in self.objectives],
+        }
+
+
+def resolve_spec_path(target: str, studies_dir: Path) -> Path:
+    """``NAME`` -> ``studies_dir/NAME.toml``; anything path-like is taken as a path."""
+    path = Path(target)
+    if target.endswith(".toml") or "/" in target or path.is_file():
+        if not path.is_file():
+            raise UserError(f"study spec {target!r} not found")
+        return path
+    candidate = studies_dir / f"{target}.toml"
+    if not candidate.is_file():
+        known = sorted(p.stem for p in studies_dir.glob("*.toml")) if studies_dir.is_dir() else []
+        raise UserError(
+            f"unknown study {target!r}: no {candidate}; studies there are {choices_text(known)}"
+        )
+    return candidate
+
+
+def load_spec(
+    target: str,
+    *,
+    overrides: Mapping[str, str] | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    name: str | None = None,
+    studies_dir: Path = Path("studies"),
+) -> StudySpec:
+    """Read and validate the spec ``target`` (a name in ``studies_dir`` or a path).
+
+    ``overrides`` (``--set key=value``) set run settings or fix hyperparameters (a fixed
+    hyperparameter leaves the search); ``n_trials``, ``timeout`` and ``name`` replace the
+    spec's.
+    """
+    path = resolve_spec_path(target, studies_dir)
+    text = path.read_text()
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"malformed study spec {path}: {exc}") from None
+    return parse_spec(raw, path=path, text=text, overrides=overrides or {},
+                      n_trials=n_trials, timeout=timeout, name=name)  # fmt: skip
+
+
+def parse_spec(
+    raw: Mapping[str, Any],
+    *,
+    path: Path,
+    text: str = "",
+    overrides: Mapping[str, str],
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    name: str | None = None,
+) -> StudySpec:
+    """Validate the parsed TOML ``raw`` of spec ``path``; see :func:`load_spec`."""
+    from infoflow_track.registry import get_entry
+    from infoflow_track.tracking import check_experiment_name
+
+    where = path.name
+    unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise UserError(
+            f"unknown key '{unknown[0]}' in {where}: valid are {choices_text(TOP_LEVEL_KEYS)}"
+        )
+    study_name = name if name is not None else raw.get("name", path.stem)
+    if not isinstance(study_name, str):
+        raise UserError(f"'name' in {where} must be text")
+    study_name = check_experiment_name(study_name)
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise UserError(f"'description' in {where} must be text")
+    plugin_name = raw.get("plugin")
+    if not isinstance(plugin_name, str):
+        raise UserError(f"'plugin' in {where} is missing: name a plugin, e.g. plugin = \"mlp\"")
+    config_cls = get_entry(plugin_name).load().Config
+    hparams = specs(config_cls)
+
+    setting_over = {k: v for k, v in overrides.items() if k in RUN_SETTING_NAMES}
+    fixed_over = {k: v for k, v in overrides.items() if k in hparams}
+    stray = sorted(set(overrides) - set(setting_over) - set(fixed_over))
+    if stray:
+        raise UserError(
+            f"unknown --set key '{stray[0]}': valid are run settings "
+            f"({choices_text(sorted(RUN_SETTING_NAMES))}) and hyperparameters of "
+            f"{plugin_name} ({choices_text(hparams)})"
+        )
+    try:
+        settings = settings_from({**_table(raw, "settings", where), **setting_over})
+    except UserError as exc:
+        raise UserError(f"[settings] in {where}: {exc}") from None
+    fixed_raw = {k: tuple(v) if isinstance(v, list) else v
+                 for k, v in _table(raw, "fixed", where).items()}  # fmt: skip
+    fixed = _check_fixed({**fixed_raw, **fixed_over}, config_cls, where)
+
+    if "search" in raw:
+        search = check_space(_table(raw, "search", where), hparams, f"[search] in {where}")
+        both = sorted(set(search) & set(fixed_raw))
+        if both:
+            raise UserError(f"hyperparameter '{both[0]}' is both [fixed] and [search] in {where}")
+    else:
+        search = check_space(get_entry(plugin_name).load().search_space, hparams, "search space")
+    search = {k: d for k, d in search.items() if k not in fixed}
+    if not search:
+        raise UserError(f"nothing to search in {where}: every hyperparameter is fixed")
+
+    objectives = _objectives(raw.get("objective", DEFAULT_OBJECTIVE), where)
+    sampler = parse_algorithm(raw.get("sampler"), "sampler", "tpe")
+    pruner = parse_algorithm(raw.get("pruner"), "pruner", "none")
+    check_algorithms(sampler, pruner, len(objectives))
+
+    spec = StudySpec(
+        name=study_name, plugin=plugin_name, settings=settings, fixed=fixed, search=search,
+        objectives=objectives, sampler=sampler, pruner=pruner, n_trials=1, timeout=None,
+        path=path, text=text, description=description,
+    )  # fmt: skip
+    points = spec.grid()
+    grid_size = None if points is None else math.prod(len(v) for v in points.values())
+    budget = n_trials if n_trials is not None else raw.get("n_trials", grid_size)
+    if budget is None:
+        raise UserError(f"'n_trials' in {where} is missing: give the number of trials")
+    _check_int("n_trials", budget, 1, MAX_TRIALS, where)
+    if grid_size is not None and budget > grid_size:
+        raise UserError(f"n_trials {budget} exceeds the {grid_size} points of the grid in {where}")
+    seconds = timeout if timeout is not None else raw.get("timeout")
+    if seconds is not None and (
+        isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0
+    ):
+        raise UserError(f"invalid timeout {seconds!r} in {where}: valid is a number of seconds > 0")
+    return replace(spec, n_trials=budget, timeout=None if seconds is None else float(seconds))
+
+
+def _table(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, Mapping):
+        raise UserError(f"[{key}] in {where} must be a table")
+    return dict(value)
+
+
+def _check_fixed(fixed: dict[str, Any], config_cls: type, where: str) -> dict[str, Any]:
+    """Typed values of the fixed hyperparameters, validated by the plugin's config."""
+    try:
+        config = parse_config(config_cls, fixed)
+    except UserError as exc:
+        raise UserError(f"[fixed] in {where}: {exc}") from None
+    return {key: getattr(config, key) for key in fixed}
+
+
+def _objectives(raw: Any, where: str) -> tuple[Objective, ...]:
+    items = raw if isinstance(raw, list) else [raw]
+    out = []
+    for item in items:
+        if not isinstance(item, Mapping) or set(item) - {"metric", "direction"}:
+            raise UserError(f"[objective] in {where} takes only 'metric' and 'direction'")
+        metric, direction = item.get("metric"), item.get("direction", "maximize")
+        if not isinstance(metric, str) or not (
+            metric in EPOCH_METRICS or _LAYER_METRIC.fullmatch(metric)
+        ):
+            raise UserError(
+                f"invalid objective metric {metric!r} in {where}: valid are "
+                f"{choices_text(EPOCH_METRICS)} or <measure>/<layer> with measure one of "
+                f"{choices_text(LAYER_MEASURES)}"
+            )
+        if direction not in DIRECTIONS:
+            raise UserError(
+                f"invalid direction {direction!r} of objective {metric} in {where}: valid are "
+                f"{choices_text(DIRECTIONS)}"
+            )
+        out.append(Objective(metric, direction))
+    if not out or len({o.metric for o in out}) != len(out):
+        raise UserError(f"[objective] in {where} needs distinct metrics, at least one")
+    return tuple(out)
+
+
+def _check_int(key: str, value: Any, low: int, high: int, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UserError(f"invalid {key} {value!r} in {where}: valid is an integer {low}..{high}")

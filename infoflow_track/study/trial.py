@@ -1,0 +1,130 @@
+"""One trial: sample, plan, train through the engine as a child run, report, tell Optuna.
+
+The objective is reported every epoch (single objective) so that the study's pruner can stop
+the trial; a pruned trial's run ends FINISHED at the epoch it reached. A trial that raises or
+diverges is told FAIL with its error on the trial and in its MLflow run; the caller goes on.
+The MLflow run carries the trial number and, at the end, its state (COMPLETE, PRUNED, FAIL);
+the trial carries the run id as the user attribute ``mlflow_run_id``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from infoflow_track.engine import EpochListener, StopEarly
+from infoflow_track.experiment import execute_run, plan_run
+from infoflow_track.hparams import format_value
+from infoflow_track.settings import RunSettings
+from infoflow_track.study.spec import StudySpec
+from infoflow_track.study.storage import ERROR_ATTR, RUN_ID_ATTR, heartbeat
+from infoflow_track.tracking import RunLogger, Tracker
+
+STATE_TAG = "infoflow.trial_state"
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    number: int
+    state: str  # COMPLETE | PRUNED | FAIL
+    values: list[float] | None
+    seconds: float
+    detail: str = ""  # the error of a failed trial, why a pruned one stopped
+
+
+class ObjectiveReporter:
+    """Epoch listener: reports the objective to the trial and stops a trial the pruner
+    prunes (single objective only; Optuna prunes on one value)."""
+
+    def __init__(self, trial: Any, metric: str | None) -> None:
+        self.trial = trial
+        self.metric = metric
+
+    def __call__(self, step: int, metrics: Mapping[str, float]) -> None:
+        value = metrics.get(self.metric) if self.metric else None
+        if value is None or not math.isfinite(value):
+            return
+        self.trial.report(value, step)
+        if self.trial.should_prune():
+            raise StopEarly(f"pruned at epoch {step}: {self.metric} = {value:.4g}")
+
+
+def run_trial(
+    study: Any,
+    trial: Any,
+    spec: StudySpec,
+    *,
+    storage: Any,
+    tracker: Tracker,
+    parent_run_id: str,
+    settings: RunSettings | None = None,
+    listeners: Sequence[EpochListener] = (),
+) -> TrialOutcome:
+    """Run ``trial`` of ``study`` to its end and tell Optuna; KeyboardInterrupt propagates.
+
+    ``listeners`` hear every epoch after the objective is reported.
+    """
+    from optuna.trial import TrialState
+
+    started = time.perf_counter()
+    params = {name: dim.suggest(trial) for name, dim in spec.search.items()}
+    overrides = {**spec.fixed, **params}
+    tags = {"infoflow.study": spec.name, "infoflow.trial_number": str(trial.number),
+            STATE_TAG: "RUNNING"}  # fmt: skip
+    run_name = f"{spec.name}-trial-{trial.number}"
+    runs: list[RunLogger] = []
+
+    def on_start(run: RunLogger) -> None:
+        runs.append(run)
+        trial.set_user_attr(RUN_ID_ATTR, run.run_id)
+
+    single = spec.objectives[0].metric if len(spec.objectives) == 1 else None
+    try:
+        with heartbeat(storage, trial._trial_id):  # Trial has no public id; Optuna uses this
+            plan = plan_run(spec.plugin, overrides, settings or spec.settings)
+            result = execute_run(
+                plan, tracker, experiment=spec.name, run_name=run_name,
+                parent_run_id=parent_run_id, tags=tags, on_start=on_start,
+                listeners=[ObjectiveReporter(trial, single), *listeners],
+            )  # fmt: skip
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"[:5000]
+        if not runs:  # failed before its run existed (e.g. planning): record one anyway
+            runs.append(_failed_run(tracker, spec, run_name, parent_run_id, tags, overrides, error))
+        return _finish(study, trial, runs[0], TrialState.FAIL, None, error, started)
+    if result.stopped:
+        return _finish(study, trial, runs[0], TrialState.PRUNED, None, result.stopped, started)
+    values = [result.metrics.get(o.metric) for o in spec.objectives]
+    for objective, value in zip(spec.objectives, values, strict=True):
+        if value is None:
+            logged = ", ".join(sorted(result.metrics))
+            error = f"objective {objective.metric} was not logged (logged: {logged})"
+            return _finish(study, trial, runs[0], TrialState.FAIL, None, error, started)
+        if not math.isfinite(value):
+            error = f"objective {objective.metric} is {value}"
+            return _finish(study, trial, runs[0], TrialState.FAIL, None, error, started)
+    return _finish(study, trial, runs[0], TrialState.COMPLETE, values, "", started)
+
+
+def _finish(study, trial, run, state, values, detail, started) -> TrialOutcome:
+    """Tag the run with the trial's final state, then tell Optuna."""
+    from optuna.trial import TrialState
+
+    run.set_tags({STATE_TAG: state.name, **({"infoflow.error": detail} if detail and
+                  state == TrialState.FAIL else {})})  # fmt: skip
+    if state == TrialState.FAIL:
+        trial.set_user_attr(ERROR_ATTR, detail)
+    study.tell(trial, values=values, state=state)
+    return TrialOutcome(trial.number, state.name, values, time.perf_counter() - started, detail)
+
+
+def _failed_run(tracker, spec, run_name, parent_run_id, tags, overrides, error) -> RunLogger:
+    """An MLflow run for a trial that failed before training: its params and error."""
+    run = tracker.start_run(spec.name, run_name=run_name, tags=tags, parent_run_id=parent_run_id)
+    run.log_params({k: format_value(v) for k, v in overrides.items()})
+    run.set_tags({"infoflow.error": error})
+    run.end("FAILED")
+    return run

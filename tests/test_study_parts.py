@@ -1,0 +1,225 @@
+"""Study parts on real Optuna storages: search spaces, every sampler and pruner, multi-objective
+studies, --set overrides, and the recovery of trials whose worker is gone."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from infoflow_plugins.mlp import MLPConfig
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from test_study import SPEC, journal_study, run_in_process, runs_of, write_spec
+
+from infoflow_track import UserError
+from infoflow_track.hparams import specs
+from infoflow_track.study.algorithms import PRUNERS, SAMPLERS
+from infoflow_track.study.space import Dimension, check_space, grid
+from infoflow_track.study.spec import load_spec
+from infoflow_track.study.storage import (
+    ABANDONED_ATTR,
+    HEARTBEAT_ATTR,
+    OWNER_ATTR,
+    STALE_AFTER_S,
+    release_abandoned,
+    resolve_storage,
+)
+
+
+def test_space_accepts_every_kind_and_keeps_list_choices_as_text() -> None:
+    dims = check_space(
+        {
+            "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+            "weight_decay": {"type": "float", "low": 0.0, "high": 0.1, "step": 0.05},
+            "widths": {"type": "categorical", "choices": [[64], [128, 64]]},
+        },
+        specs(MLPConfig),
+        "[search]",
+    )
+    assert dims["widths"].choices == ("64", "128,64")
+    assert dims["weight_decay"].grid_values() == pytest.approx([0.0, 0.05, 0.1])
+    assert dims["lr"].grid_values() is None
+    assert Dimension("n", "int", 2, 8, 3).grid_values() == [2, 5, 8]
+    study = optuna.create_study()
+    trial = study.ask()
+    values = {name: dim.suggest(trial) for name, dim in dims.items()}
+    assert 1e-4 <= values["lr"] <= 1e-1 and values["widths"] in ("64", "128,64")
+    assert min(abs(values["weight_decay"] - v) for v in (0.0, 0.05, 0.1)) < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("dist", "needle"),
+    [
+        ({"type": "float", "low": 0.0, "high": 0.1, "log": True}, "invalid value '0.0'"),
+        ({"type": "float", "low": 1e-3, "high": 0.1, "log": True, "step": 0.01}, "no step"),
+        ({"type": "float", "low": 1e-3, "high": 0.1, "step": -1}, "step -1"),
+        ({"type": "float", "low": 1e-3, "high": 0.1, "bins": 3}, "unknown key 'bins'"),
+        ({"type": "categorical", "choices": []}, "non-empty list"),
+        ({"type": "categorical", "choices": [0.1, 0.1]}, "repeats choice"),
+        ({"type": "categorical", "choices": [2.0]}, "invalid value"),
+        ({"type": "int", "low": 1, "high": 3}, "int range cannot set"),
+    ],
+)
+def test_space_rejects_bad_entries_naming_them(dist: dict, needle: str) -> None:
+    with pytest.raises(UserError, match="entry 'lr'") as info:
+        check_space({"lr": dist}, specs(MLPConfig), "[search]")
+    assert needle in str(info.value)
+
+
+def test_grid_points_and_its_refusals() -> None:
+    dims = check_space({"activation": {"type": "categorical", "choices": ["relu", "tanh"]}},
+                       specs(MLPConfig), "[search]")  # fmt: skip
+    assert grid(dims, "[search]") == {"activation": ["relu", "tanh"]}
+    with pytest.raises(UserError, match="empty"):
+        grid({}, "[search]")
+
+
+def test_set_overrides_settings_and_fixes_a_searched_hyperparameter(tmp_path: Path) -> None:
+    path = write_spec(tmp_path)
+    spec = load_spec(str(path), overrides={"epochs": "5", "activation": "tanh"})
+    assert spec.settings.epochs == 5
+    assert spec.fixed["activation"] == "tanh" and "activation" not in spec.search
+    assert spec.fixed["widths"] == (16,)
+    with pytest.raises(UserError, match="unknown --set key 'depth'"):
+        load_spec(str(path), overrides={"depth": "3"})
+    with pytest.raises(UserError, match="'epochs'"):
+        load_spec(str(path), overrides={"epochs": "many"})
+
+
+def test_name_resolves_in_the_studies_directory(tmp_path: Path) -> None:
+    write_spec(tmp_path, name="found")
+    assert load_spec("found", studies_dir=tmp_path).name == "found"
+    repo_studies = Path(__file__).resolve().parents[1] / "studies"
+    quick = load_spec("quickstart", studies_dir=repo_studies)  # the shipped spec is valid
+    assert quick.plugin == "mlp" and quick.pruner.kind == "median" and quick.n_trials >= 6
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_every_sampler_runs_a_study(sampler: str, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    spec = tmp_path / f"{sampler}.toml"
+    text = SPEC.format(name=sampler, n_trials=2, epochs=1).replace('"random"', f'"{sampler}"')
+    if sampler == "grid":  # a grid needs discrete dimensions
+        text = text.replace('{ type = "float", low = 1e-3, high = 3e-2, log = true }',
+                            '{ type = "categorical", choices = [0.001, 0.01] }')  # fmt: skip
+    spec.write_text(text)
+    counts = run_in_process(spec, uri)
+    assert counts.complete == 2
+    trials = journal_study(tmp_path / "store", sampler).trials
+    if sampler == "grid":  # one trial per grid point, none repeated
+        assert len({(t.params["lr"], t.params["activation"]) for t in trials}) == 2
+
+
+@pytest.mark.parametrize("pruner", sorted(PRUNERS))
+def test_every_pruner_runs_a_study(pruner: str, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    spec = write_spec(tmp_path, name=pruner, n_trials=3, extra=f'\n[pruner]\ntype = "{pruner}"\n')
+    counts = run_in_process(spec, uri)
+    assert counts.finished == 3
+    trials = journal_study(tmp_path / "store", pruner).trials
+    assert all(sorted(t.intermediate_values) == [1, 2][: len(t.intermediate_values)]
+               for t in trials)  # fmt: skip
+
+
+def test_multi_objective_study_reports_both_values(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    spec = tmp_path / "multi.toml"
+    spec.write_text(
+        SPEC.format(name="multi", n_trials=3, epochs=2)
+        .replace('[objective]\nmetric = "acc/test"\ndirection = "maximize"\n', "")
+        .replace('"random"', '"nsga2"')
+        + '[[objective]]\nmetric = "acc/test"\ndirection = "maximize"\n'
+        '[[objective]]\nmetric = "mi_xt/hidden1"\ndirection = "minimize"\n'
+    )
+    assert run_in_process(spec, uri).complete == 3
+    study = journal_study(tmp_path / "store", "multi")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    client = MlflowClient(uri)
+    for trial in study.trials:
+        metrics = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
+        assert trial.values == [metrics["acc/test"], metrics["mi_xt/hidden1"]]
+    assert study.trials[0].intermediate_values == {}  # no pruning: nothing reported
+    parent, _ = runs_of(uri, "multi")
+    assert "infoflow.best_trial" not in parent.data.tags  # no single best on a Pareto front
+
+
+def _running_trial(tmp_path: Path, owner: str, heartbeat: float) -> tuple:
+    """A study on a real journal with one RUNNING trial claimed by ``owner``."""
+    ref = resolve_storage(None, tmp_path)
+    storage = ref.open()
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+    trial.set_user_attr(OWNER_ATTR, owner)
+    trial.set_user_attr(HEARTBEAT_ATTR, heartbeat)
+    return study, storage, trial
+
+
+def test_trial_of_a_dead_local_worker_is_failed_and_requeued(tmp_path: Path) -> None:
+    import socket
+
+    study, storage, trial = _running_trial(tmp_path, f"{socket.gethostname()}:999999:1", 0.0)
+    assert release_abandoned(study, storage, None) == [trial.number]
+    frozen = study.trials[trial.number]
+    assert frozen.state == TrialState.FAIL and "ended without" in frozen.user_attrs[ABANDONED_ATTR]
+    (retry,) = study.get_trials(states=(TrialState.WAITING,))
+    assert retry.user_attrs["infoflow.retry_of"] == trial.number
+    again = study.ask()  # the retry is taken first, with the same parameters
+    assert again.suggest_float("lr", 1e-3, 1e-1, log=True) == frozen.params["lr"]
+    assert release_abandoned(study, storage, None) == []  # the live (asked) trial has no owner yet
+
+
+def test_remote_trial_is_released_only_after_its_heartbeat_stops(tmp_path: Path) -> None:
+    study, storage, trial = _running_trial(tmp_path, "elsewhere:42:7", time.time())
+    assert release_abandoned(study, storage, None) == []  # fresh heartbeat: still running
+    storage.set_trial_user_attr(trial._trial_id, HEARTBEAT_ATTR, time.time() - STALE_AFTER_S - 5)
+    assert release_abandoned(study, storage, None) == [trial.number]
+    assert "no heartbeat" in journal_study(tmp_path, "s").trials[0].user_attrs[ABANDONED_ATTR]
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [("redis://x", "journal:PATH"), ("sqlite://x.db", "sqlite:///PATH"), ("runs", "journal:")],
+)
+def test_bad_storage_urls_are_user_errors(url: str, needle: str, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="--storage") as info:
+        resolve_storage(url, tmp_path)
+    assert needle in str(info.value)
+
+
+def test_rdb_storage_runs_a_study(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    spec = write_spec(tmp_path, name="rdb", n_trials=2, epochs=1)
+    from infoflow_track.study.runner import check_runnable, open_study, run_study
+    from infoflow_track.tracking import Tracker
+
+    loaded = load_spec(str(spec))
+    check_runnable(loaded)
+    tracker = Tracker(uri)
+    ref = resolve_storage(f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path)
+    counts = run_study(loaded, ref, tracker, open_study(loaded, ref, tracker), echo=print)
+    assert counts.complete == 2
+    study = optuna.load_study(study_name="rdb", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(study.trials) == 2 and not (tmp_path / "store" / "optuna.journal").exists()
+
+
+def test_the_readme_spec_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "readme.toml").write_text(block)
+    spec = load_spec(str(tmp_path / "readme.toml"))
+    assert spec.name == "quickstart" and set(spec.search) == {"lr", "activation"}
+    assert spec.fixed == {"widths": (64, 32)} and spec.timeout == 900.0
+
+
+def test_workers_take_visible_gpus_round_robin() -> None:
+    import torch
+
+    from infoflow_track.devices import worker_device
+
+    count = torch.cuda.device_count()
+    expected = [f"cuda:{k % count}" for k in range(5)] if count else [None] * 5
+    assert [worker_device("auto", k) for k in range(5)] == expected
+    assert worker_device("cpu", 1) is None  # an explicit device is kept
