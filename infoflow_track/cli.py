@@ -235,7 +235,7 @@ def study(
         ref = resolve_storage(storage, default_store_dir(uri))
         tracker = Tracker(uri)
         opened = open_study(spec, ref, tracker)
-    before = tally(opened[0])
+    before = tally(opened.study)
     typer.echo(
         f"study {spec.name}: {spec.plugin} on {spec.settings.dataset}, {spec.n_trials} trials "
         f"({before.finished} finished before), sampler {spec.sampler.describe()}, pruner "
@@ -244,10 +244,10 @@ def study(
     with _run_outcome("the running trials are failed and queued again; rerun to continue"):
         counts = run_study(spec, ref, tracker, opened, workers=workers, echo=typer.echo)
     with user_errors():
-        notes = publish_report(spec.name, opened[0], tracker, opened[2])
+        notes = publish_report(spec.name, opened.study, tracker, opened.parent_run_id)
     typer.echo(
         f"done: {counts.finished}/{spec.n_trials} finished ({counts.complete} complete, "
-        f"{counts.pruned} pruned, {counts.failed} failed)\n  parent run {opened[2]} in "
+        f"{counts.pruned} pruned, {counts.failed} failed)\n  parent run {opened.parent_run_id} in "
         f"experiment '{spec.name}', store {tracker.uri}"
     )
     for note in notes:

@@ -104,9 +104,18 @@ def check_runnable(spec: StudySpec) -> None:
             )
 
 
-def open_study(spec: StudySpec, ref: StorageRef, tracker: Tracker) -> tuple[Any, Any, str]:
-    """(study, storage, parent run id): the study created or continued, its parent run
-    RUNNING, its abandoned trials released. A continued study must have the same spec."""
+@dataclass(frozen=True)
+class OpenStudy:
+    """A study ready for workers: the Optuna study, its storage and its MLflow parent run."""
+
+    study: Any
+    storage: Any
+    parent_run_id: str
+
+
+def open_study(spec: StudySpec, ref: StorageRef, tracker: Tracker) -> OpenStudy:
+    """The study created or continued, its parent run RUNNING, its abandoned trials
+    released. A continued study must have the same spec."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -127,7 +136,7 @@ def open_study(spec: StudySpec, ref: StorageRef, tracker: Tracker) -> tuple[Any,
             study.set_user_attr(IDENTITY_ATTR, identity)
         parent = _parent_run(study, spec, ref, tracker, experiment)
         release_abandoned(study, storage, tracker)
-    return study, storage, parent
+    return OpenStudy(study, storage, parent)
 
 
 def _check_same_study(study: Any, spec: StudySpec, identity: dict, ref: StorageRef) -> None:
@@ -181,14 +190,14 @@ def run_study(
     spec: StudySpec,
     ref: StorageRef,
     tracker: Tracker,
-    opened: tuple[Any, Any, str],
+    opened: OpenStudy,
     *,
     workers: int = 1,
     echo: Echo = print,
 ) -> Tally:
     """Run workers until the study holds ``spec.n_trials`` finished trials (or the timeout
     passes); the parent run ends FINISHED, or KILLED on Ctrl-C (which propagates)."""
-    study, storage, parent_run_id = opened
+    study, storage, parent_run_id = opened.study, opened.storage, opened.parent_run_id
     deadline = None if spec.timeout is None else time.time() + spec.timeout
     offset = len(study.get_trials(deepcopy=False)) * MAX_WORKERS
     job = StudyJob(spec, ref, tracker.uri, parent_run_id, deadline, offset)
