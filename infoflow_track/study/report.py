@@ -12,12 +12,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from infoflow_track.errors import UserError, choices_text
+from infoflow_track.study.spec import read_spec, resolve_spec_path
 from infoflow_track.study.storage import (
     ABANDONED_ATTR,
     ERROR_ATTR,
@@ -161,15 +161,10 @@ def _plane(histories: dict[str, tuple[list[int], list[float]]]) -> tuple[dict, d
 
 def study_name_of(target: str) -> str:
     """A study name, or the ``name`` in a spec file (default: the file's stem)."""
-    path = Path(target)
     if not target.endswith(".toml"):
         return target
-    if not path.is_file():
-        raise UserError(f"study spec {target!r} not found")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"malformed study spec {path}: {exc}") from None
+    path = resolve_spec_path(target, Path("studies"))
+    raw, _ = read_spec(path)
     return str(raw.get("name", path.stem))
 
 

@@ -117,6 +117,15 @@ def resolve_spec_path(target: str, studies_dir: Path) -> Path:
     return candidate
 
 
+def read_spec(path: Path) -> tuple[dict[str, Any], str]:
+    """(parsed TOML, text) of the spec file ``path``; malformed TOML is a UserError."""
+    text = path.read_text()
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"malformed study spec {path}: {exc}") from None
+
+
 def load_spec(
     target: str,
     *,
@@ -133,11 +142,7 @@ def load_spec(
     spec's.
     """
     path = resolve_spec_path(target, studies_dir)
-    text = path.read_text()
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"malformed study spec {path}: {exc}") from None
+    raw, text = read_spec(path)
     return parse_spec(raw, path=path, text=text, overrides=overrides or {},
                       n_trials=n_trials, timeout=timeout, name=name)  # fmt: skip
 

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from infoflow_track.errors import UserError
+from infoflow_track.tracking import sqlite_path
 
 DEFAULT_JOURNAL = "optuna.journal"
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
@@ -82,8 +83,8 @@ class StorageRef:
         """A file beside a local storage (else in the user's cache) locked by :func:`locked`."""
         if self.journal is not None:
             return self.journal.with_name(self.journal.name + ".infoflow-lock")
-        if self.url.startswith("sqlite:///"):
-            db = Path(self.url[len("sqlite:///") :])
+        db = sqlite_path(self.url)
+        if db is not None:
             return db.with_name(db.name + ".infoflow-lock")
         digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
         return Path.home() / ".cache" / "infoflow" / "locks" / f"{digest}.lock"

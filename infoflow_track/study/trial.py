@@ -113,10 +113,11 @@ def _finish(study, trial, run, state, values, detail, started) -> TrialOutcome:
     """Tag the run with the trial's final state, then tell Optuna."""
     from optuna.trial import TrialState
 
-    run.set_tags({STATE_TAG: state.name, **({"infoflow.error": detail} if detail and
-                  state == TrialState.FAIL else {})})  # fmt: skip
+    tags = {STATE_TAG: state.name}
     if state == TrialState.FAIL:
+        tags["infoflow.error"] = detail
         trial.set_user_attr(ERROR_ATTR, detail)
+    run.set_tags(tags)
     study.tell(trial, values=values, state=state)
     return TrialOutcome(trial.number, state.name, values, time.perf_counter() - started, detail)
 
