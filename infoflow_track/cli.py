@@ -11,6 +11,7 @@ import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -38,6 +39,35 @@ def user_errors() -> Iterator[None]:
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(UserError.exit_code) from None
+
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="directory of the mnist, fashion-mnist and cifar10 files (default: "
+        "$INFOFLOW_DATA_DIR, else $XDG_CACHE_HOME/infoflow/data or ~/.cache/infoflow/data); "
+        "sets INFOFLOW_DATA_DIR for this command, so spawned study workers use it too"
+    ),
+]
+DownloadOption = Annotated[
+    bool,
+    typer.Option(
+        "--download",
+        help="download missing dataset files into the data directory (needs internet "
+        "access); sets INFOFLOW_DOWNLOAD=1 for this command, so study workers do too",
+    ),
+]
+
+
+def _use_data_options(data_dir: Path | None, download: bool) -> None:
+    """Put --data-dir and --download in os.environ, where the dataset loaders read them: spawned
+    study workers inherit the environment."""
+    from infoflow_track.vision import DATA_DIR_ENV, DOWNLOAD_ENV
+
+    if data_dir is not None:
+        os.environ[DATA_DIR_ENV] = str(data_dir.expanduser().resolve())
+    if download:
+        os.environ[DOWNLOAD_ENV] = "1"
 
 
 @plugins_app.command("list")
@@ -81,16 +111,24 @@ def plugins_show(name: Annotated[str, typer.Argument(help="plugin name")]) -> No
 
 
 @app.command("datasets")
-def datasets() -> None:
-    """The datasets this machine can load, and why the others cannot be."""
-    from infoflow_track.data import SOURCES
+def datasets(data_dir: DataDirOption = None, download: DownloadOption = False) -> None:
+    """The datasets this machine can load, and for the others which files to put where."""
+    from infoflow_track import data, vision
 
-    for source in SOURCES.values():
-        reason = source.unavailable_reason()
-        state = "available" if reason is None else f"unavailable: {reason}"
-        typer.echo(f"{source.name:<12} {state:<12} {source.summary}")
+    _use_data_options(data_dir, download)
+    fetch = "--download fetches missing files"
+    if vision.download_requested():
+        fetch = "missing files are downloaded on first use"
+    typer.echo(f"data directory: {vision.data_dir()} (--data-dir; {fetch})")
+    for source in data.SOURCES.values():
+        reason = source.default_unavailable_reason()
+        state = "available" if reason is None else "unavailable"
+        typer.echo(f"{source.name:<14} {state:<12} {source.summary}")
         for key, help_text in source.options.items():
-            typer.echo(f"{'':<12} {source.name}:{key}=...  {help_text}")
+            shown = key.upper() if key == source.argument else f"{key}=..."
+            typer.echo(f"{'':<14} {source.name}:{shown}  {help_text}")
+        if reason is not None:
+            typer.echo(f"{'':<14} {reason}")
 
 
 @app.command("run")
@@ -101,6 +139,8 @@ def run(
     ] = None,
     dataset: Annotated[str, typer.Option(help="dataset spec, see `infoflow datasets`")] = "digits",
     classes: Annotated[str | None, typer.Option(help="class subset, e.g. 8,9")] = None,
+    data_dir: DataDirOption = None,
+    download: DownloadOption = False,
     epochs: Annotated[int, typer.Option(help="training epochs")] = 10,
     batch_size: Annotated[int, typer.Option(help="minibatch size")] = 64,
     seed: Annotated[int, typer.Option(help="seed of initialisation and batch order")] = 0,
@@ -127,6 +167,7 @@ def run(
     from infoflow_track.settings import RunSettings, parse_classes
     from infoflow_track.tracking import Tracker, resolve_tracking_uri
 
+    _use_data_options(data_dir, download)
     with user_errors():
         settings = RunSettings(
             dataset=dataset, classes=parse_classes(classes), epochs=epochs,
@@ -142,7 +183,7 @@ def run(
         f"{plan.entry.name} on {plan.data.name} ({plan.data.x_train.shape[0]} train, "
         f"{plan.data.x_test.shape[0]} test, {plan.data.num_classes} classes) on {plan.device}"
     )
-    with _run_outcome(), _epoch_progress(settings.epochs) as listener:
+    with _run_outcome(), _epoch_progress(plan.total_epochs) as listener:
         result = execute_run(
             plan, tracker, experiment=experiment, run_name=run_name, listeners=[listener]
         )
@@ -215,6 +256,8 @@ def study(
         float | None, typer.Option(help="seconds after which no new trial starts")
     ] = None,
     name: Annotated[str | None, typer.Option(help="study name (default: the spec's)")] = None,
+    data_dir: DataDirOption = None,
+    download: DownloadOption = False,
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow store (default: $MLFLOW_TRACKING_URI or mlruns/)")
     ] = None,
@@ -227,6 +270,7 @@ def study(
     from infoflow_track.study.storage import resolve_storage
     from infoflow_track.tracking import Tracker, default_store_dir, resolve_tracking_uri
 
+    _use_data_options(data_dir, download)
     with user_errors():
         spec = load_spec(target, overrides=parse_assignments(set_ or []), n_trials=n_trials,
                          timeout=timeout, name=name)  # fmt: skip

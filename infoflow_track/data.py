@@ -1,9 +1,11 @@
 """Datasets: loaded once per process, split and subset, then held as tensors on the run device.
 
 A dataset is named by a spec ``NAME`` or ``NAME:key=value,...`` (``synthetic:size=60000,
-shape=1x28x28,classes=10``). Built in and available offline: ``digits`` (scikit-learn's 8x8
-digits), ``ib12`` (the 12-bit task of Shwartz-Ziv & Tishby, shipped with the package) and
-``synthetic`` (a seeded Gaussian mixture, for scale tests).
+shape=1x28x28,classes=10``, ``mnist:split=test``), or ``npz:PATH``. Built in and available
+offline: ``digits`` (scikit-learn's 8x8 digits), ``ib12`` (the 12-bit task of Shwartz-Ziv &
+Tishby, shipped with the package) and ``synthetic`` (a seeded Gaussian mixture, for scale tests).
+Read through torchvision from the data directory (:func:`data_dir`), downloaded only when
+asked: ``mnist``, ``fashion-mnist``, ``cifar10``. Users' own arrays: ``npz:PATH``.
 
 Inputs are float32 of shape (N, *input_shape); labels int64 of shape (N,) in 0..k-1.
 """
@@ -20,19 +22,18 @@ import numpy as np
 import torch
 
 from infoflow_track.errors import UserError, choices_text
+from infoflow_track.npz import load_npz, npz_path
+from infoflow_track.rawdata import RawData, standardise
 from infoflow_track.settings import MAX_SEED, RunSettings
+from infoflow_track.vision import (
+    data_dir,
+    load_vision,
+    split_option,
+    vision_unavailable,
+)
 
 MAX_SYNTHETIC_SIZE = 10_000_000
 MAX_SYNTHETIC_VALUES = 2**30  # 4 GiB of float32
-
-
-@dataclass(frozen=True)
-class RawData:
-    """A dataset as its source gives it, on the host: x (N, *shape) float32, y (N,) int64."""
-
-    x: np.ndarray
-    y: np.ndarray
-    class_names: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -71,18 +72,23 @@ class DatasetSource:
     options: dict[str, str] = field(default_factory=dict)  # option name -> help
     #: Validates the given options (text) and returns every option in canonical text form.
     normalize: Callable[[dict[str, str]], dict[str, str]] = lambda options: options
-    unavailable_reason: Callable[[], str | None] = lambda: None
+    #: Why the source cannot be loaded here with these (normalised) options; None if it can.
+    unavailable_reason: Callable[[dict[str, str]], str | None] = lambda options: None
+    #: The option that takes the whole text after ``NAME:`` (``npz:PATH``), if any.
+    argument: str | None = None
+
+    def default_unavailable_reason(self) -> str | None:
+        """:attr:`unavailable_reason` with the default options (none for an argument)."""
+        return None if self.argument else self.unavailable_reason(self.normalize({}))
 
 
 def _load_digits() -> RawData:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    x = bunch.images[:, None]  # (1797, 1, 8, 8), grey levels 0..16
-    # One fixed affine map for the whole dataset (zero mean, unit variance over all pixels),
-    # as MNIST's usual normalisation: it speeds up training and leaves every MI unchanged.
-    x = ((x - x.mean()) / x.std()).astype(np.float32)
-    return RawData(x, bunch.target.astype(np.int64), tuple(str(c) for c in range(10)))
+    x = bunch.images[:, None].astype(np.float32)  # (1797, 1, 8, 8), grey levels 0..16
+    # One affine map for the whole dataset, as MNIST's usual normalisation.
+    return RawData(standardise(x), bunch.target.astype(np.int64), tuple(map(str, range(10))))
 
 
 def ib12_inputs() -> np.ndarray:
@@ -148,6 +154,10 @@ def _int_option(name: str, text: str, low: int, high: int) -> int:
     return value
 
 
+SPLIT_HELP = (
+    "official (default: the official train and test sets), or train or test: that part alone, "
+    "split by --test-fraction"
+)
 SOURCES: dict[str, DatasetSource] = {
     s.name: s
     for s in [
@@ -167,13 +177,31 @@ SOURCES: dict[str, DatasetSource] = {
              "classes": "number of classes (10)", "seed": "generator seed (0)"},
             _synthetic_options,
         ),
+        *(
+            DatasetSource(
+                name, summary, functools.partial(load_vision, name), {"split": SPLIT_HELP},
+                split_option, functools.partial(vision_unavailable, name),
+            )
+            for name, summary in [
+                ("mnist", "MNIST handwritten digits, 28x28 grey, 60000 + 10000 test, 10 classes"),
+                ("fashion-mnist", "Zalando's Fashion-MNIST, 28x28 grey, 60000 + 10000 test, "
+                                  "10 classes"),
+                ("cifar10", "CIFAR-10 photos, 32x32 colour, 50000 + 10000 test, 10 classes"),
+            ]
+        ),
+        DatasetSource(
+            "npz", "your own arrays: x, y and optionally x_test, y_test in a .npz file",
+            load_npz,
+            {"path": "x (N, D), (N, H, W) or (N, C, H, W); y (N,) integer labels"},
+            npz_path, argument="path",
+        ),
     ]
 }  # fmt: skip
 
 
 def parse_spec(spec: str) -> tuple[DatasetSource, dict[str, str]]:
-    """Split ``NAME[:key=value,...]`` into its source and its options, normalised (defaults
-    filled in, one spelling per value).
+    """Split ``NAME[:key=value,...]`` (or ``NAME:ARGUMENT``, as ``npz:PATH``) into its source
+    and its options, normalised (defaults filled in, one spelling per value).
 
     Unknown names, unknown or repeated options and sources unavailable here are a UserError.
     """
@@ -181,71 +209,116 @@ def parse_spec(spec: str) -> tuple[DatasetSource, dict[str, str]]:
     source = SOURCES.get(name.strip().lower())
     if source is None:
         raise UserError(f"unknown dataset {name!r}: valid are {choices_text(SOURCES)}")
+    given = {source.argument: rest.strip()} if source.argument else _key_values(source, rest)
+    options = source.normalize(given)
+    reason = source.unavailable_reason(options)
+    if reason is not None:
+        raise UserError(f"dataset {source.name} is not available here: {reason}")
+    return source, options
+
+
+def _key_values(source: DatasetSource, text: str) -> dict[str, str]:
+    """``key=value,...`` -> ``{key: value}``, every key one of the source's options, once."""
     options: dict[str, str] = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
+    for item in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or key not in source.options:
             valid = choices_text(source.options) if source.options else "none"
             raise UserError(f"invalid option {item!r} for dataset {source.name}: options: {valid}")
         if key in options:
-            raise UserError(f"dataset option {key} given twice in {spec!r}")
+            raise UserError(f"dataset option {key} given twice in {source.name}:{text}")
         options[key] = value.strip()
-    options = source.normalize(options)
-    reason = source.unavailable_reason()
-    if reason is not None:
-        raise UserError(f"dataset {source.name} is not available here: {reason}")
-    return source, options
+    return options
 
 
 def canonical_spec(spec: str) -> str:
-    """One spelling per dataset: ``synthetic:size=0500`` -> ``synthetic:classes=10,...``."""
+    """One spelling per dataset: ``synthetic:size=0500`` -> ``synthetic:classes=10,...``,
+    ``npz:data.npz`` -> ``npz:/absolute/path/data.npz``."""
     source, options = parse_spec(spec)
+    if source.argument:
+        return f"{source.name}:{options[source.argument]}"
     given = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
     return f"{source.name}:{given}" if given else source.name
 
 
 @functools.lru_cache(maxsize=2)
-def _load_raw(canonical: str) -> RawData:  # keyed by the canonical spec: one entry per dataset
+def _load_raw(canonical: str, root: str) -> RawData:
+    """One entry per dataset and data directory ``root`` (a changed ``$INFOFLOW_DATA_DIR``
+    must not be served the arrays read from the former one)."""
     source, options = parse_spec(canonical)
     return source.load(**options)
 
 
 def load_raw(spec: str) -> RawData:
     """The host arrays of a dataset spec, loaded once per process."""
-    return _load_raw(canonical_spec(spec))
+    return _load_raw(canonical_spec(spec), str(data_dir()))
 
 
 def select_classes(raw: RawData, classes: tuple[int, ...] | None) -> RawData:
-    """Keep only ``classes`` (original labels), relabelled 0..k-1 in the given order."""
+    """Keep only ``classes`` (original labels), relabelled 0..k-1 in the given order, in the
+    official test set too."""
     if classes is None:
         return raw
-    present = np.unique(raw.y)
+    labels = raw.y if raw.y_test is None else np.concatenate([raw.y, raw.y_test])
+    present = np.unique(labels)
     missing = [c for c in classes if c not in present]
     if missing:
         raise UserError(
             f"invalid --classes: {missing[0]} is not a label of this dataset: valid are "
             f"{choices_text(present.tolist())}"
         )
-    lookup = np.full(int(raw.y.max()) + 1, -1, dtype=np.int64)
+    lookup = np.full(int(labels.max()) + 1, -1, dtype=np.int64)
     lookup[list(classes)] = np.arange(len(classes))
-    new_y = lookup[raw.y]
-    keep = new_y >= 0
+
+    def keep(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        new_y = lookup[y]
+        return x[new_y >= 0], new_y[new_y >= 0]
+
     names = tuple(raw.class_names[c] for c in classes)
-    return RawData(raw.x[keep], new_y[keep], names)
+    test = (None, None) if raw.x_test is None else keep(raw.x_test, raw.y_test)
+    return RawData(*keep(raw.x, raw.y), names, *test)
 
 
 def load_dataset(settings: RunSettings, device: torch.device) -> Dataset:
-    """Load, subset, split (stratified, seeded by ``split_seed``) and move to ``device``.
+    """Load, subset, split and move to ``device``.
 
-    The probe set is ``probe_size`` samples (or all, if fewer) drawn without replacement from
-    train and test together with ``split_seed``, so every run on the same split measures on
-    the same samples whatever its training seed.
+    A source's official test set is the test set (``test_fraction`` is then not used); any
+    other dataset is split stratified by class, seeded by ``split_seed``. The probe set is
+    ``probe_size`` samples (or all, if fewer) drawn without replacement from train and test
+    together with ``split_seed``, so every run on the same split measures on the same samples
+    whatever its training seed.
     """
+    name = canonical_spec(settings.dataset)
+    raw = select_classes(_load_raw(name, str(data_dir())), settings.classes)
+    if raw.x_test is None:
+        train_idx, test_idx = _stratified_split(name, raw, settings)
+        train = _on_device(raw.x[train_idx], raw.y[train_idx], device)  # indexed on the host
+        test = _on_device(raw.x[test_idx], raw.y[test_idx], device)
+    else:
+        _check_official_split(name, raw)
+        train = _on_device(raw.x, raw.y, device, copy=True)
+        test = _on_device(raw.x_test, raw.y_test, device, copy=True)
+    n = len(raw.y) + (0 if raw.y_test is None else len(raw.y_test))
+    rng = np.random.default_rng(settings.split_seed)
+    probe = _probe_rows(raw, np.sort(rng.permutation(n)[: min(settings.probe_size, n)]))
+    return Dataset(name, *train, *test, *_on_device(*probe, device), raw.class_names)
+
+
+def _on_device(
+    x: np.ndarray, y: np.ndarray, device: torch.device, copy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Host arrays as tensors on ``device``; ``copy`` for the cached arrays themselves, so that
+    no run's tensors share memory with the cache, even on the CPU."""
+    return torch.from_numpy(x).to(device, copy=copy), torch.from_numpy(y).to(device, copy=copy)
+
+
+def _stratified_split(
+    name: str, raw: RawData, settings: RunSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test row indices, stratified by class, seeded by ``split_seed``."""
     from sklearn.model_selection import train_test_split
 
-    name = canonical_spec(settings.dataset)
-    raw = select_classes(_load_raw(name), settings.classes)
     n, k = raw.y.shape[0], len(raw.class_names)
     counts = np.bincount(raw.y, minlength=k)
     n_test = math.ceil(settings.test_fraction * n)  # as train_test_split rounds
@@ -255,15 +328,26 @@ def load_dataset(settings: RunSettings, device: torch.device) -> Dataset:
             f"samples, {counts.min()} in the smallest of {k} classes, --test-fraction "
             f"{settings.test_fraction}; each class needs a sample on both sides"
         )
-    train_idx, test_idx = train_test_split(
+    return train_test_split(
         np.arange(n), test_size=settings.test_fraction, random_state=settings.split_seed,
         stratify=raw.y,
     )  # fmt: skip
-    rng = np.random.default_rng(settings.split_seed)
-    probe_idx = np.sort(rng.permutation(n)[: min(settings.probe_size, n)])
 
-    def take(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:  # indexed on the host
-        return torch.from_numpy(raw.x[idx]).to(device), torch.from_numpy(raw.y[idx]).to(device)
 
-    (x_tr, y_tr), (x_te, y_te), (x_pr, y_pr) = take(train_idx), take(test_idx), take(probe_idx)
-    return Dataset(name, x_tr, y_tr, x_te, y_te, x_pr, y_pr, raw.class_names)
+def _check_official_split(name: str, raw: RawData) -> None:
+    """A run needs two training samples and one test sample (after --classes)."""
+    if len(raw.y) < 2 or len(raw.y_test) < 1:
+        raise UserError(
+            f"dataset {name} keeps {len(raw.y)} train and {len(raw.y_test)} official test "
+            "samples of the classes asked for: a run needs at least 2 and 1"
+        )
+
+
+def _probe_rows(raw: RawData, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``idx`` (sorted) of the train rows followed by the official test rows, if any."""
+    if raw.x_test is None:
+        return raw.x[idx], raw.y[idx]
+    n = len(raw.y)
+    train, test = idx[idx < n], idx[idx >= n] - n
+    return (np.concatenate([raw.x[train], raw.x_test[test]]),
+            np.concatenate([raw.y[train], raw.y_test[test]]))  # fmt: skip

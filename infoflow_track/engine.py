@@ -144,11 +144,20 @@ def train(
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     last: dict[str, float] = {}
 
-    def on_epoch_end(model: torch.nn.Module, step: int) -> dict[str, float]:
+    def on_epoch_end(
+        model: torch.nn.Module, step: int, extra: Mapping[str, float]
+    ) -> dict[str, float]:
+        unknown = set(extra) - set(plugin.epoch_metrics)
+        if unknown:
+            raise TypeError(
+                f"{type(plugin).__name__} logged undeclared metrics {sorted(unknown)}: list "
+                "them in its epoch_metrics"
+            )
         acc_train, loss_train = evaluate(model, data.x_train, data.y_train)
         acc_test, loss_test = evaluate(model, data.x_test, data.y_test)
         values = (acc_train, acc_test, loss_train, loss_test)
         metrics = dict(zip(EPOCH_METRICS, values, strict=True))
+        metrics.update({name: float(value) for name, value in extra.items()})
         diverged = not math.isfinite(loss_train)
         for hook in () if diverged else hooks:  # no measures of a diverged model
             metrics.update(hook(model, ctx))

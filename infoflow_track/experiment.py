@@ -69,7 +69,13 @@ class RunPlan:
         with torch.no_grad():
             _, layers = self.model.forward_intermediates(self.data.x_train[:2])
         self.model.train(was_training)
-        return [*EPOCH_METRICS, *(f"{m}/{name}" for m in LAYER_MEASURES for name in layers)]
+        layer_metrics = (f"{m}/{name}" for m in LAYER_MEASURES for name in layers)
+        return [*EPOCH_METRICS, *self.plugin.epoch_metrics, *layer_metrics]
+
+    @property
+    def total_epochs(self) -> int:
+        """Epoch ends the run reports, over all of the plugin's phases."""
+        return self.plugin.total_epochs(self.config, self.settings.epochs)
 
     def tags(self) -> dict[str, str]:
         """Plugin identity, code version and environment, as MLflow tags."""

@@ -45,10 +45,17 @@ class Plugin:
     #: ``{"type": "float", "low": 1e-4, "high": 1e-1, "log": True}``, ``{"type": "int",
     #: "low": 1, "high": 8, "step": 1}``, ``{"type": "categorical", "choices": ["relu"]}``.
     search_space: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: Names of the extra per-epoch metrics ``fit`` passes to :meth:`RunContext.end_epoch`
+    #: (e.g. ``("phase", "local/loss")``); they may be study objectives like any other.
+    epoch_metrics: ClassVar[tuple[str, ...]] = ()
 
     def build(self, config: Any, data: Dataset) -> torch.nn.Module:
         """Return the model for ``config``, sized from ``data.input_shape``/``num_classes``."""
         raise NotImplementedError
+
+    def total_epochs(self, config: Any, epochs: int) -> int:
+        """How many epoch ends a run of ``epochs`` epochs reports; multi-phase rules override."""
+        return epochs
 
     def configure_optimizer(self, model: torch.nn.Module, config: Any) -> torch.optim.Optimizer:
         """Adam over all parameters with ``config.lr`` (and ``config.weight_decay`` if any)."""
@@ -86,7 +93,9 @@ class RunContext:
     settings: RunSettings
     device: torch.device
     generator: torch.Generator
-    _on_epoch_end: Callable[[torch.nn.Module, int], dict[str, float]] = field(repr=False)
+    _on_epoch_end: Callable[[torch.nn.Module, int, Mapping[str, float]], dict[str, float]] = field(
+        repr=False
+    )
     step: int = 0
 
     @property
@@ -104,7 +113,13 @@ class RunContext:
             idx = order[start : start + size]
             yield self.data.x_train[idx], self.data.y_train[idx]
 
-    def end_epoch(self, model: torch.nn.Module) -> dict[str, float]:
-        """Close an epoch: evaluate, run the epoch-end hooks, log and report. Returns metrics."""
+    def end_epoch(
+        self, model: torch.nn.Module, metrics: Mapping[str, float] | None = None
+    ) -> dict[str, float]:
+        """Close an epoch: evaluate, run the epoch-end hooks, log and report. Returns metrics.
+
+        ``metrics`` are the plugin's own values of the epoch (names declared in
+        ``Plugin.epoch_metrics``), logged in the same batch.
+        """
         self.step += 1
-        return self._on_epoch_end(model, self.step)
+        return self._on_epoch_end(model, self.step, metrics or {})

@@ -18,6 +18,10 @@ from infoflow_track.errors import UserError, choices_text
 
 ENTRY_POINT_GROUP = "infoflow.plugins"
 _NAME_RE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+_METRIC_RE = re.compile(r"[A-Za-z0-9_.\-/]{1,250}")
+#: The engine's and the probe's metrics (engine.EPOCH_METRICS, probe.LAYER_MEASURES) start so;
+#: spelled out here because the registry must not import torch.
+_FRAMEWORK_METRIC_PREFIXES = ("acc/", "loss/", "mi_xt/", "mi_ty/", "cka_label/", "cka_init/")
 
 
 class PluginError(UserError):
@@ -114,6 +118,21 @@ def check_contract(cls: Any, entry_name: str) -> None:
             "override configure_optimizer"
         )
     _check_search_space(cls.search_space, fields)
+    _check_epoch_metrics(cls)
+
+
+def _check_epoch_metrics(cls: Any) -> None:
+    """A plugin's own metric names are metric keys that no framework metric can take."""
+    names = cls.epoch_metrics
+    if not (isinstance(names, tuple) and all(isinstance(n, str) for n in names)):
+        raise TypeError(f"{cls.__name__}.epoch_metrics must be a tuple of metric names")
+    taken = ", ".join(_FRAMEWORK_METRIC_PREFIXES)
+    for name in names:
+        if not _METRIC_RE.fullmatch(name) or name.startswith(_FRAMEWORK_METRIC_PREFIXES):
+            raise TypeError(
+                f"{cls.__name__}.epoch_metrics: {name!r} is not a free metric name (1-250 of "
+                f"letters, digits, '_-./', not starting with {taken})"
+            )
 
 
 def _check_config(cls: Any) -> dict[str, Any]:

@@ -43,3 +43,19 @@ def plant_plugin(site: Path, dist: str, entries: dict[str, str], modules: dict[s
     (info / "entry_points.txt").write_text(f"[infoflow.plugins]\n{lines}\n")
     for module, source in modules.items():
         (site / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+def run_in_process(spec_path: Path, uri: str, workers: int = 1, **overrides) -> object:
+    """Run the study spec at ``spec_path`` as `infoflow study` does, in this process; the
+    Optuna journal goes beside the SQLite store ``uri``. Returns the trial counts."""
+    from infoflow_track.study.runner import check_runnable, open_study, run_study
+    from infoflow_track.study.spec import load_spec
+    from infoflow_track.study.storage import resolve_storage
+    from infoflow_track.tracking import Tracker
+
+    spec = load_spec(str(spec_path), **overrides)
+    check_runnable(spec)
+    tracker = Tracker(uri)
+    ref = resolve_storage(None, Path(uri[len("sqlite:///") :]).parent)
+    opened = open_study(spec, ref, tracker)
+    return run_study(spec, ref, tracker, opened, workers=workers, echo=lambda line: None)

@@ -119,6 +119,22 @@ def test_custom_fit_phases_hooks_and_listeners_share_one_epoch_clock(digits) -> 
     assert {"acc/train", "acc/test", "loss/train", "loss/test"} <= set(heard[0][1])
 
 
+def test_a_fit_logs_its_declared_metrics_with_the_epoch_and_no_others(digits) -> None:
+    heard = []
+
+    class Phased(MLPPlugin):
+        epoch_metrics = ("phase",)
+
+        def fit(self, model, ctx):
+            for phase in (1, 2):
+                ctx.end_epoch(model, {"phase": phase})
+            ctx.end_epoch(model, {"undeclared": 1.0})
+
+    with pytest.raises(TypeError, match=r"undeclared metrics \['undeclared'\]"):
+        _train(digits, plugin=Phased(), listeners=[lambda s, m: heard.append(m["phase"])])
+    assert heard == [1.0, 2.0]
+
+
 def test_untrained_model_is_at_chance_and_training_learns(digits) -> None:
     class Untrained(MLPPlugin):
         def fit(self, model, ctx):

@@ -88,6 +88,12 @@ BROKEN = {
         ),
         "field 'seed' has the name of a run setting",
     ),
+    "framework_metric": (
+        GOOD.format(name="planted").replace(
+            "    search_space", '    epoch_metrics = ("acc/local",)\n    search_space'
+        ),
+        "'acc/local' is not a free metric name",
+    ),
     "space_out_of_range": (
         GOOD.format(name="planted").replace('"high": 0.1', '"high": 10.0'),
         "search space entry 'lr'",

@@ -12,16 +12,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import INFOFLOW, plant_plugin, run_cli
+from helpers import INFOFLOW, plant_plugin, run_cli, run_in_process
 from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-
-from infoflow_track.study.runner import check_runnable, open_study, run_study
-from infoflow_track.study.spec import load_spec
-from infoflow_track.study.storage import resolve_storage
-from infoflow_track.tracking import Tracker
 
 SPEC = """
 name = "{name}"
@@ -70,15 +65,6 @@ def runs_of(uri: str, name: str) -> tuple[object, list]:
     assert len(parents) == 1
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return parents[0], children
-
-
-def run_in_process(spec_path: Path, uri: str, workers: int = 1, **overrides) -> object:
-    spec = load_spec(str(spec_path), **overrides)
-    check_runnable(spec)
-    tracker = Tracker(uri)
-    ref = resolve_storage(None, Path(uri[len("sqlite:///") :]).parent)
-    opened = open_study(spec, ref, tracker)
-    return run_study(spec, ref, tracker, opened, workers=workers, echo=lambda line: None)
 
 
 def test_cli_study_records_trials_in_journal_and_parent_child_runs(tmp_path: Path) -> None:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from helpers import run_in_process
 from infoflow_plugins.mlp import MLPConfig
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from test_study import SPEC, journal_study, run_in_process, runs_of, write_spec
+from test_study import SPEC, journal_study, runs_of, write_spec
 
 from infoflow_track import UserError
 from infoflow_track.hparams import specs

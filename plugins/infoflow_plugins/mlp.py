@@ -1,13 +1,15 @@
 """``mlp``: a fully connected classifier with configurable hidden widths and activation.
 
 Every hidden layer (after its activation) is probed, named ``hidden1`` .. ``hiddenK`` from
-input to output. Inputs of any shape are flattened.
+input to output unless other names are given. Inputs of any shape are flattened. The
+:class:`MLP` module is shared by the other fully connected built-ins.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -30,21 +32,32 @@ class MLPConfig(HParams):
 
 
 class MLP(nn.Module):
-    """x (B, *input_shape) -> logits (B, num_classes), through ``len(widths)`` hidden layers."""
+    """x (B, *input_shape) -> logits (B, num_classes), through ``len(widths)`` hidden layers.
 
-    def __init__(self, in_features: int, widths: tuple[int, ...], num_classes: int,
-                 activation: str) -> None:  # fmt: skip
+    ``names`` are the probed layers' names (default ``hidden1`` .. ``hiddenK``).
+    """
+
+    def __init__(self, in_features: int, widths: Sequence[int], num_classes: int,
+                 activation: str, names: Sequence[str] | None = None) -> None:  # fmt: skip
         super().__init__()
         sizes = (in_features, *widths)
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.act = ACTIVATIONS[activation]()
         self.readout = nn.Linear(sizes[-1], num_classes)
-        self.layer_names = tuple(f"hidden{i + 1}" for i in range(len(widths)))
+        self.layer_names = tuple(names or (f"hidden{i + 1}" for i in range(len(widths))))
+
+    def features(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+        """Activation (B, width) after the first ``depth`` hidden layers (default: all);
+        ``depth=0`` is the flattened input."""
+        h = x.flatten(1)
+        for layer in self.hidden[:depth]:
+            h = self.act(layer(h))
+        return h
 
     def forward_intermediates(
         self, x: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(logits (B, C), {hidden<i>: activation (B, width_i)})."""
+        """(logits (B, C), {layer name: activation (B, width)})."""
         h = x.flatten(1)
         acts = {}
         for name, layer in zip(self.layer_names, self.hidden, strict=True):
@@ -53,7 +66,7 @@ class MLP(nn.Module):
         return self.readout(h), acts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_intermediates(x)[0]
+        return self.readout(self.features(x))
 
 
 class MLPPlugin(Plugin):

@@ -1,0 +1,97 @@
+"""``npz:PATH``: users' own arrays ``x``, ``y`` and optionally ``x_test``, ``y_test``."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from infoflow_track.errors import UserError, choices_text
+from infoflow_track.rawdata import RawData, one_line, standardise, with_official_test
+
+NPZ_KEYS = ("x", "y", "x_test", "y_test")
+
+
+def npz_path(given: dict[str, str]) -> dict[str, str]:
+    """The file of ``npz:PATH``, as an absolute path (one spelling per file)."""
+    if not given.get("path"):
+        raise UserError("dataset npz needs a file: npz:PATH")
+    return {"path": str(Path(given["path"]).expanduser().resolve())}
+
+
+def _npz_arrays(path: str) -> dict[str, np.ndarray]:
+    """Those of x, y, x_test, y_test that the file holds (numbers only, no pickled objects)."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"npz file {path} does not exist") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path} is not a .npz file: {one_line(exc)}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise UserError(f"{path} holds one array, not a .npz file: use np.savez(path, x=, y=)")
+    with archive:
+        arrays = {}
+        for key in [k for k in NPZ_KEYS if k in archive.files]:
+            try:
+                arrays[key] = archive[key]
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+                raise _npz_error(path, key, f"cannot be read: {one_line(exc)}") from None
+    _check_npz_keys(path, arrays, archive.files)
+    return arrays
+
+
+def _npz_error(path: str, key: str, problem: str) -> UserError:
+    return UserError(f"npz file {path}, array '{key}': {problem}")
+
+
+def _check_npz_keys(path: str, arrays: dict[str, np.ndarray], present: list[str]) -> None:
+    for key in ("x", "y"):
+        if key not in arrays:
+            held = choices_text(present)
+            raise _npz_error(path, key, f"missing (the file holds {held}); expected x, y")
+    for key, other in (("x_test", "y_test"), ("y_test", "x_test")):
+        if key in arrays and other not in arrays:
+            raise _npz_error(path, other, f"missing: give {key} and {other} both or neither")
+
+
+def _check_inputs(path: str, key: str, x: np.ndarray, like: np.ndarray | None = None) -> None:
+    """x: numbers, (N, D), (N, H, W) or (N, C, H, W), N > 0, finite; samples shaped as like's."""
+    if x.dtype.kind not in "biuf":
+        raise _npz_error(path, key, f"holds {x.dtype}, not numbers")
+    if x.ndim not in (2, 3, 4) or x.shape[0] == 0:
+        raise _npz_error(path, key, f"has shape {x.shape}; expected (N, D), (N, H, W) or "
+                                    "(N, C, H, W) with N > 0")  # fmt: skip
+    if like is not None and x.shape[1:] != like.shape[1:]:
+        raise _npz_error(path, key, f"has samples of shape {x.shape[1:]}, x {like.shape[1:]}")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise _npz_error(path, key, "holds NaN or infinite values")
+
+
+def _check_labels(path: str, key: str, y: np.ndarray, n: int) -> None:
+    """y: (n,) integer labels (integral floats too)."""
+    if y.shape != (n,):
+        raise _npz_error(path, key, f"has shape {y.shape}; expected ({n},): a label per sample")
+    if y.dtype.kind not in "biuf":
+        raise _npz_error(path, key, f"holds {y.dtype}; expected integer labels")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise _npz_error(path, key, "holds NaN or infinite labels")
+    if y.dtype.kind == "f" and (y != np.round(y)).any():
+        raise _npz_error(path, key, f"holds non-integer labels ({y[y != np.round(y)][0]})")
+
+
+def load_npz(path: str) -> RawData:
+    """Users' own arrays: ``x`` as float32 (N, D) or (N, C, H, W) (images (N, H, W) gain a
+    channel) under one affine standardisation for all values, ``y`` of any integer values as
+    class indices 0..k-1 named by the values; ``x_test``, ``y_test`` an official test set."""
+    arrays = _npz_arrays(path)
+    pairs = [("x", "y"), *([("x_test", "y_test")] if "x_test" in arrays else [])]
+    for x_key, y_key in pairs:
+        _check_inputs(path, x_key, arrays[x_key], None if x_key == "x" else arrays["x"])
+        _check_labels(path, y_key, arrays[y_key], len(arrays[x_key]))
+    x = np.concatenate([arrays[k] for k, _ in pairs]).astype(np.float32)
+    x = standardise(x[:, None] if x.ndim == 3 else x)
+    labels = np.concatenate([arrays[k] for _, k in pairs]).astype(np.int64)
+    values, y = np.unique(labels, return_inverse=True)
+    n_train = len(arrays["y"]) if len(pairs) == 2 else None
+    return with_official_test(x, y.astype(np.int64), n_train, tuple(map(str, values.tolist())))
