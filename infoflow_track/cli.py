@@ -41,6 +41,9 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(UserError.exit_code) from None
 
 
+TrackingUriOption = Annotated[
+    str | None, typer.Option(help="MLflow store (default: $MLFLOW_TRACKING_URI or mlruns/)")
+]
 DataDirOption = Annotated[
     Path | None,
     typer.Option(
@@ -157,9 +160,7 @@ def run(
         str | None, typer.Option(help="MLflow experiment (default: the plugin name)")
     ] = None,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name")] = None,
-    tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow store (default: $MLFLOW_TRACKING_URI or mlruns/)")
-    ] = None,
+    tracking_uri: TrackingUriOption = None,
 ) -> None:
     """Train one plugin once and record the run in MLflow."""
     from infoflow_track.experiment import execute_run, experiment_name, plan_run
@@ -258,9 +259,7 @@ def study(
     name: Annotated[str | None, typer.Option(help="study name (default: the spec's)")] = None,
     data_dir: DataDirOption = None,
     download: DownloadOption = False,
-    tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow store (default: $MLFLOW_TRACKING_URI or mlruns/)")
-    ] = None,
+    tracking_uri: TrackingUriOption = None,
 ) -> None:
     """Run (or continue) an Optuna study: one MLflow parent run, a child run per trial."""
     from infoflow_track.hparams import parse_assignments
@@ -304,9 +303,7 @@ def study(
 def report(
     target: Annotated[str, typer.Argument(help="study name, or its spec file")],
     storage: Annotated[str | None, typer.Option(help="Optuna storage of the study")] = None,
-    tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow store (default: $MLFLOW_TRACKING_URI or mlruns/)")
-    ] = None,
+    tracking_uri: TrackingUriOption = None,
 ) -> None:
     """A study's trials as a table, and its figures logged on the study's parent run."""
     from rich.console import Console

@@ -43,6 +43,11 @@ def download_requested() -> bool:
 VISION_SPLITS = ("official", "train", "test")
 
 
+def split_parts(split: str) -> tuple[str, ...]:
+    """The official parts a split reads: ``official`` both, ``train`` or ``test`` one."""
+    return ("train", "test") if split == "official" else (split,)
+
+
 @dataclass(frozen=True)
 class VisionFiles:
     """Where torchvision keeps a dataset's files under the data directory, and which they are."""
@@ -55,8 +60,7 @@ class VisionFiles:
 
     def missing(self, root: Path, split: str) -> list[str]:
         """The files that ``split`` (official: both parts) needs and ``root`` lacks."""
-        parts = ("train", "test") if split == "official" else (split,)
-        needed = dict.fromkeys(name for part in parts for name in self.parts[part])
+        needed = dict.fromkeys(name for part in split_parts(split) for name in self.parts[part])
         return [name for name in needed if not (root / self.folder / name).is_file()]
 
 
@@ -168,8 +172,8 @@ def _read_part(name: str, part: str) -> tuple[np.ndarray, np.ndarray, tuple[str,
 def load_vision(name: str, split: str) -> RawData:
     """A torchvision source: pixels /255 as float32 (N, C, H, W), standardised by one affine map
     per channel over all the loaded images. ``official`` keeps the official test set apart."""
-    parts = ("train", "test") if split == "official" else (split,)
-    images, labels, classes = zip(*(_read_part(name, part) for part in parts), strict=True)
+    parts = (_read_part(name, part) for part in split_parts(split))
+    images, labels, classes = zip(*parts, strict=True)
     x = standardise(np.divide(np.concatenate(images), 255, dtype=np.float32), (0, 2, 3))
     n_train = len(labels[0]) if split == "official" else None
     return with_official_test(x, np.concatenate(labels), n_train, classes[0])

@@ -208,9 +208,14 @@ def test_projection_is_seeded_fixed_and_held_within_64_mib() -> None:
     assert 0.5 < ratio < 1.5  # a norm-keeping random projection
     too_big = WeightFeedbackConfig(feedback="projection", channels=20, hidden=500,
                                    feedback_dim=64)  # fmt: skip
-    limit = MAX_PROJECTION_BYTES // (4 * model.fc_weight_count - 4 * 12 * 500 + 4 * 64 * 500)
-    with pytest.raises(UserError, match=f"limit is 64 MiB: use feedback_dim <= {limit}"):
+    features = model.trunk.out_features  # 40 x 8 x 8
+    fits = [d for d in range(1, 64) if 4 * d * (500 * (features + d) + 3 * 500) <= 2**26]
+    assert fits[-1] >= 12  # the largest feedback_dim whose P fits, counted independently
+    with pytest.raises(UserError, match=f"limit is 64 MiB: use feedback_dim <= {fits[-1]},"):
         build_model(WeightFeedbackPlugin(), too_big, data, seed=0)
+    huge = WeightFeedbackConfig(feedback="projection", hidden=60000, feedback_dim=8)
+    with pytest.raises(UserError, match="even feedback_dim=1 does not fit"):
+        build_model(WeightFeedbackPlugin(), huge, data, seed=0)
 
 
 @pytest.mark.parametrize("shape", ["1x8x8", "1x28x28", "3x32x32"])

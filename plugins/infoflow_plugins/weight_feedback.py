@@ -20,6 +20,7 @@ Probed: ``conv1``, ``conv2`` and ``fc1``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -49,6 +50,40 @@ class WeightFeedbackConfig(HParams):
     weight_decay: float = hparam(0.0, low=0.0, high=1.0, help="Adam L2 weight decay")
 
 
+def fc_weight_count(features: int, hidden: int, classes: int, dim: int) -> int:
+    """Weights of fc1 (hidden x (features + dim)) and fc2 (classes x hidden)."""
+    return hidden * (features + dim) + classes * hidden
+
+
+def projection(features: int, hidden: int, classes: int, config) -> torch.Tensor:
+    """P (feedback_dim, fc weights) float32, N(0, 1/feedback_dim), from ``projection_seed``.
+
+    A UserError, before anything is allocated, if P would take more than 64 MiB; it names the
+    largest ``feedback_dim`` that fits.
+    """
+    dim = config.feedback_dim
+
+    def size(d: int) -> int:  # bytes of P for feedback_dim d
+        return 4 * d * fc_weight_count(features, hidden, classes, d)
+
+    if size(dim) > MAX_PROJECTION_BYTES:
+        # size(d) = 4 * (hidden * d^2 + hidden * (features + classes) * d): its positive root
+        a, b = hidden, hidden * (features + classes)
+        best = int((-b + math.sqrt(b * b + a * MAX_PROJECTION_BYTES)) / (2 * a))
+        best += size(best + 1) <= MAX_PROJECTION_BYTES
+        best -= size(best) > MAX_PROJECTION_BYTES  # float rounding either way
+        advice = (f"use feedback_dim <= {best}" if best >= 1 else
+                  "even feedback_dim=1 does not fit: use a smaller hidden")  # fmt: skip
+        raise UserError(
+            f"feedback=projection with feedback_dim={dim} needs a {size(dim) / 2**20:.0f} MiB "
+            f"projection ({fc_weight_count(features, hidden, classes, dim)} fc weights x "
+            f"{dim}); the limit is 64 MiB: {advice}, or feedback=pool"
+        )
+    generator = torch.Generator().manual_seed(config.projection_seed)
+    n = fc_weight_count(features, hidden, classes, dim)
+    return torch.randn(dim, n, generator=generator) / dim**0.5
+
+
 class WeightFeedbackNet(nn.Module):
     """x (B, C, H, W) -> logits (B, num_classes); fc1 sees [conv features, weight summary]."""
 
@@ -58,27 +93,16 @@ class WeightFeedbackNet(nn.Module):
         self.config = config
         self.trunk = ConvTrunk(shape, config.channels, config.kernel_size)
         self.summary_dim = 0 if config.feedback == "none" else config.feedback_dim
+        if config.feedback == "projection":  # checked before any fc weight is allocated
+            sizes = (self.trunk.out_features, config.hidden, num_classes)
+            self.register_buffer("projection", projection(*sizes, config), persistent=False)
         self.fc1 = nn.Linear(self.trunk.out_features + self.summary_dim, config.hidden)
         self.fc2 = nn.Linear(config.hidden, num_classes)
         self.act = nn.ReLU()
-        if config.feedback == "projection":
-            self.register_buffer("projection", self._projection(config), persistent=False)
 
     @property
     def fc_weight_count(self) -> int:
         return self.fc1.weight.numel() + self.fc2.weight.numel()
-
-    def _projection(self, config: WeightFeedbackConfig) -> torch.Tensor:
-        """P (feedback_dim, n) float32 from ``projection_seed``; refused above 64 MiB."""
-        n, d = self.fc_weight_count, config.feedback_dim
-        if n * d * 4 > MAX_PROJECTION_BYTES:
-            raise UserError(
-                f"feedback=projection with feedback_dim={d} needs a {n * d * 4 / 2**20:.0f} MiB "
-                f"projection ({n} fc weights x {d}); the limit is 64 MiB: use feedback_dim <= "
-                f"{MAX_PROJECTION_BYTES // (4 * n)} or feedback=pool"
-            )
-        generator = torch.Generator().manual_seed(config.projection_seed)
-        return torch.randn(d, n, generator=generator) / d**0.5
 
     def weight_summary(self) -> torch.Tensor:
         """The fed-back vector (summary_dim,), from fc1's and fc2's current weights."""
