@@ -2,7 +2,8 @@
 
 Importing this package is cheap: torch, mlflow and optuna load only when a name that needs
 them is used. Plugins use only what is exported here, and the subpackage
-:mod:`infoflow_track.measures` (MI and CKA estimators).
+:mod:`infoflow_track.measures` (MI and CKA estimators); their tests use the conformance kit
+:mod:`infoflow_track.testing`.
 """
 
 from __future__ import annotations

@@ -73,21 +73,93 @@ def _use_data_options(data_dir: Path | None, download: bool) -> None:
         os.environ[DOWNLOAD_ENV] = "1"
 
 
+@app.callback()
+def select_plugins(
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin",
+            "-p",
+            metavar="MODULE:CLASS",
+            help="also load this plugin class, e.g. my_rule.plugin:MyRule, from an installed "
+            "package, $PYTHONPATH or the working directory (repeatable; with "
+            "INFOFLOW_DISABLE_PLUGIN_AUTOLOAD=1 the only plugins are these); adds to "
+            "$INFOFLOW_PLUGINS, so spawned study workers load it too",
+        ),
+    ] = None,
+    disable_plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME",
+            help="ignore the plugin NAME without importing it (repeatable); adds to "
+            "$INFOFLOW_DISABLE_PLUGINS, so spawned study workers ignore it too",
+        ),
+    ] = None,
+) -> None:
+    """Study how information flows through neural networks while they learn."""
+    from infoflow_track.registry import DISABLED_ENV, EXPLICIT_ENV, Selection, split_list
+
+    for variable, values in ((EXPLICIT_ENV, plugin), (DISABLED_ENV, disable_plugin)):
+        if values:
+            os.environ[variable] = ",".join(split_list(os.environ.get(variable, "")) + values)
+    with user_errors():
+        Selection.from_env()  # a malformed value is a user error before any command runs
+
+
 @plugins_app.command("list")
 def plugins_list() -> None:
-    """Every registered plugin with its package and version; broken ones with the reason."""
-    from infoflow_track.registry import discover
+    """Every plugin with its package and version; broken ones with the reason, disabled ones
+    marked."""
+    from infoflow_track.plugin import PLUGIN_API_VERSION
+    from infoflow_track.registry import AUTOLOAD_OFF_ENV, scan
 
-    entries = discover()
-    if not entries:
+    with user_errors():
+        found = scan()
+    if not found.selection.autoload:
+        typer.echo(f"entry points not read (${AUTOLOAD_OFF_ENV} is set): --plugin classes only")
+    if not found.plugins and not found.disabled:
         typer.echo("no plugins registered (install infoflow-plugins or a third-party plugin)")
-    for entry in entries.values():
+    for entry in found.plugins.values():
         reason = entry.broken_reason()
         where = f"{entry.package} {entry.version}"
         if reason is None:
-            typer.echo(f"{entry.name:<20} {where:<28} {entry.load().summary}")
+            summary = entry.load().summary + (" (--plugin)" if entry.explicit else "")
+            typer.echo(f"{entry.name:<20} {where:<28} {summary}")
         else:
             typer.echo(f"{entry.name:<20} {where:<28} BROKEN: {reason}")
+    for entry in found.disabled.values():
+        where = f"{entry.package} {entry.version}"
+        typer.echo(f"{entry.name:<20} {where:<28} DISABLED (--disable-plugin)")
+    unmatched = sorted(found.selection.disabled - set(found.disabled))
+    if unmatched:
+        typer.echo(f"disabled but not registered: {', '.join(unmatched)}")
+    major = PLUGIN_API_VERSION.split(".")[0]
+    typer.echo(f"(plugin API {PLUGIN_API_VERSION}: plugins declaring {major}.0 to it load)")
+
+
+@plugins_app.command("new")
+def plugins_new(
+    name: Annotated[str, typer.Argument(help="plugin name: lowercase letters, digits, dashes")],
+    dir_: Annotated[
+        Path | None,
+        typer.Option("--dir", help="the package's folder, new or empty [default: ./infoflow-NAME]"),
+    ] = None,
+) -> None:
+    """Write a ready-to-install plugin package: pyproject with the entry point, a plugin
+    module, tests using the conformance kit, a study spec and a README."""
+    from infoflow_track.scaffold import LAYOUT, write_package
+
+    with user_errors():
+        names, root = write_package(name, dir_)
+    typer.echo(f"wrote plugin '{names.name}' as package {names.dist} in {root}:")
+    for target in LAYOUT.values():
+        typer.echo(f"  {target.format(module=names.module, name=names.name)}")
+    where = shlex.quote(str(root))
+    typer.echo(
+        f"next:\n  pip install -e {where}'[test]'\n  (cd {where} && pytest)\n"
+        f"  infoflow plugins list\n  infoflow run {names.name} --epochs 5\n"
+        f"  infoflow study {shlex.quote(str(root / 'studies' / (names.name + '.toml')))}"
+    )
 
 
 @plugins_app.command("show")
@@ -99,7 +171,8 @@ def plugins_show(name: Annotated[str, typer.Argument(help="plugin name")]) -> No
     with user_errors():
         entry = get_entry(name)
         cls = entry.load()
-    typer.echo(f"{entry.name} — {cls.summary}\npackage: {entry.package} {entry.version}\n")
+    typer.echo(f"{entry.name} — {cls.summary}\npackage: {entry.package} {entry.version}, "
+               f"class {entry.target}, plugin API {cls.api_version}\n")  # fmt: skip
     typer.echo("hyperparameters (--set key=value):")
     for spec in specs(cls.Config).values():
         default = format_value(spec.default)
@@ -214,10 +287,14 @@ def _run_outcome(
 
 
 def _headline(metrics: dict[str, float]) -> str:
-    """Accuracy and loss in one line, and how many layer measures were logged beside them."""
+    """Accuracy and loss in one line, and how many layer measures and plugin values follow."""
+    from infoflow_track.probe import LAYER_MEASURES
+
     shown = [f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("acc/", "loss/"))]
-    layer_measures = len(metrics) - len(shown)
-    return "  ".join(shown) + (f"  (+{layer_measures} layer measures)" if layer_measures else "")
+    layer = sum(k.partition("/")[0] in LAYER_MEASURES for k in metrics)
+    own = len(metrics) - len(shown) - layer
+    counts = [f"+{layer} layer measures"] * bool(layer) + [f"+{own} plugin values"] * bool(own)
+    return "  ".join(shown) + (f"  ({', '.join(counts)})" if counts else "")
 
 
 @contextmanager

@@ -54,7 +54,7 @@ class MetricSink(Protocol):
 
 @dataclass(frozen=True)
 class TrainResult:
-    metrics: dict[str, float]  # the last epoch's metrics
+    metrics: dict[str, float]  # each metric's latest value (a plugin's may skip epochs)
     steps: int  # epochs completed, over all phases
     stopped: str | None = None  # why a listener stopped training early, if it did
 
@@ -165,8 +165,7 @@ def train(
             sink.log_metrics(metrics, step)
         for listener in listeners:
             listener(step, metrics)
-        last.clear()
-        last.update(metrics)
+        last.update(metrics)  # a plugin metric of an earlier phase keeps its latest value
         if diverged:
             raise DivergedError(f"training loss is {loss_train} at epoch {step}")
         return metrics

@@ -83,6 +83,8 @@ class RunPlan:
             "infoflow.plugin": self.entry.name,
             "infoflow.plugin_package": self.entry.package,
             "infoflow.plugin_version": self.entry.version,
+            "infoflow.plugin_class": self.entry.target,
+            "infoflow.plugin_api": type(self.plugin).api_version,
             "infoflow.version": __version__,
             "infoflow.device": describe_device(self.device),
             "infoflow.torch": torch.__version__,
@@ -99,7 +101,7 @@ class RunPlan:
 @dataclass(frozen=True)
 class RunResult:
     run_id: str
-    metrics: dict[str, float]  # the last epoch's
+    metrics: dict[str, float]  # each metric's latest value, as in MLflow's run.data.metrics
     epochs: int  # epochs completed
     stopped: str | None = None  # why training stopped early (a pruner), if it did
 
@@ -110,16 +112,19 @@ def experiment_name(requested: str | None, plan: RunPlan) -> str:
     return check_experiment_name(plan.entry.name if requested is None else requested)
 
 
-def plan_run(plugin_name: str, overrides: Mapping[str, Any], settings: RunSettings) -> RunPlan:
-    """Resolve and validate a run and build its model; UserError names any bad input."""
-    entry = get_entry(plugin_name)
+def plan_run(
+    plugin: str | PluginEntry, overrides: Mapping[str, Any], settings: RunSettings
+) -> RunPlan:
+    """Resolve and validate a run of a plugin (its name, or its entry) and build its model;
+    UserError names any bad input."""
+    entry = plugin if isinstance(plugin, PluginEntry) else get_entry(plugin)
     plugin_cls = entry.load()
     config = parse_config(plugin_cls.Config, overrides)
     device = resolve_device(settings.device)
-    plugin = plugin_cls()
+    instance = plugin_cls()
     try:
         data = load_dataset(settings, device)
-        model = build_model(plugin, config, data, settings.seed)
+        model = build_model(instance, config, data, settings.seed)
     except TypeError as exc:
         raise PluginError(
             f"plugin '{entry.name}' ({entry.package}) breaks the model contract: {exc}"
@@ -130,7 +135,7 @@ def plan_run(plugin_name: str, overrides: Mapping[str, Any], settings: RunSettin
         if "can't allocate memory" not in str(exc):
             raise
         raise UserError(f"data and model do not fit in memory on {device}") from None
-    return RunPlan(entry, plugin, config, settings, device, data, model)
+    return RunPlan(entry, instance, config, settings, device, data, model)
 
 
 def execute_run(

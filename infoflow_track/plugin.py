@@ -1,8 +1,9 @@
 """The plugin contract, and the run context the engine hands to a plugin.
 
 A plugin is a :class:`Plugin` subclass registered under the entry-point group
-``infoflow.plugins``. It declares a name, a one-line summary, a frozen config dataclass (see
-:mod:`infoflow_track.hparams`), a default search space and ``build(config, data)``.
+``infoflow.plugins``. It declares a name, a one-line summary, the plugin API version it was
+written for, a frozen config dataclass (see :mod:`infoflow_track.hparams`), a default search
+space and ``build(config, data)``.
 
 The model it builds is a ``torch.nn.Module`` with
 
@@ -24,6 +25,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+#: The plugin API this infoflow-track provides, "MAJOR.MINOR". A plugin written for "M.m" loads
+#: when M equals MAJOR and m <= MINOR: a minor release only adds to the API, a major one breaks it.
+PLUGIN_API_VERSION = "1.0"
+
 if TYPE_CHECKING:
     import torch
 
@@ -39,6 +44,10 @@ class Plugin:
     name: ClassVar[str] = ""
     #: One line shown by ``infoflow plugins list``.
     summary: ClassVar[str] = ""
+    #: The plugin API the plugin was written for, as a literal such as ``"1.0"`` (see
+    #: :data:`PLUGIN_API_VERSION`); a plugin that declares none, or an incompatible one, is
+    #: listed as broken.
+    api_version: ClassVar[str] = ""
     #: Frozen dataclass deriving from :class:`~infoflow_track.hparams.HParams`.
     Config: ClassVar[type[HParams]]
     #: Default Optuna search space: hyperparameter name -> distribution, as in study specs:

@@ -1,10 +1,13 @@
-"""Shared fixtures: a real SQLite MLflow store in a temp dir; no ambient tracking URI."""
+"""Shared fixtures: a real SQLite MLflow store in a temp dir; no ambient tracking URI or
+plugin selection."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+from infoflow_track.registry import AUTOLOAD_OFF_ENV, DISABLED_ENV, EXPLICIT_ENV
 
 
 @pytest.fixture
@@ -15,3 +18,5 @@ def sqlite_uri(tmp_path: Path) -> str:
 @pytest.fixture(autouse=True)
 def _no_ambient_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for variable in (AUTOLOAD_OFF_ENV, EXPLICIT_ENV, DISABLED_ENV):
+        monkeypatch.setenv(variable, "")  # empty is the default; restored after the test

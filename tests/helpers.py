@@ -45,6 +45,45 @@ def plant_plugin(site: Path, dist: str, entries: dict[str, str], modules: dict[s
         (site / f"{module}.py").write_text(textwrap.dedent(source))
 
 
+#: A small working plugin as module source: ``Config`` (lr), ``Net`` (a hidden layer of 8
+#: units) and the plugin class ``Tiny``; fill in ``name`` and ``api`` with :func:`tiny_plugin`.
+TINY_PLUGIN = """
+import math
+from dataclasses import dataclass
+from torch import nn
+from infoflow_track import HParams, Plugin, hparam
+
+@dataclass(frozen=True)
+class Config(HParams):
+    lr: float = hparam(0.01, low=1e-5, high=1.0)
+
+class Net(nn.Module):
+    def __init__(self, d, c):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(d, 8), nn.Linear(8, c)
+    def forward_intermediates(self, x):
+        h = self.hidden(x.flatten(1)).relu()
+        return self.out(h), {{"hidden": h}}
+    def forward(self, x):
+        return self.forward_intermediates(x)[0]
+
+class Tiny(Plugin):
+    name = "{name}"
+    summary = "a tiny planted plugin"
+    api_version = "{api}"
+    Config = Config
+    search_space = {{"lr": {{"type": "float", "low": 1e-3, "high": 0.1, "log": True}}}}
+
+    def build(self, config, data):
+        return Net(math.prod(data.input_shape), data.num_classes)
+"""
+
+
+def tiny_plugin(name: str, api: str = "1.0") -> str:
+    """The source of :data:`TINY_PLUGIN` registering as ``name``, for plugin API ``api``."""
+    return TINY_PLUGIN.format(name=name, api=api)
+
+
 def run_in_process(spec_path: Path, uri: str, workers: int = 1, **overrides) -> object:
     """Run the study spec at ``spec_path`` as `infoflow study` does, in this process; the
     Optuna journal goes beside the SQLite store ``uri``. Returns the trial counts."""
@@ -59,3 +98,15 @@ def run_in_process(spec_path: Path, uri: str, workers: int = 1, **overrides) -> 
     ref = resolve_storage(None, Path(uri[len("sqlite:///") :]).parent)
     opened = open_study(spec, ref, tracker)
     return run_study(spec, ref, tracker, opened, workers=workers, echo=lambda line: None)
+
+
+def runs_of(uri: str, name: str) -> tuple[object, list]:
+    """(parent run, child runs) of study ``name`` in the MLflow store ``uri``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents[0], children

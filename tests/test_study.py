@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import INFOFLOW, plant_plugin, run_cli, run_in_process
+from helpers import INFOFLOW, plant_plugin, run_cli, run_in_process, runs_of, tiny_plugin
 from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
@@ -55,16 +55,6 @@ def write_spec(tmp_path: Path, name: str = "s", n_trials: int = 6, epochs: int =
 def journal_study(store: Path, name: str) -> optuna.Study:
     storage = JournalStorage(JournalFileBackend(str(store / "optuna.journal")))
     return optuna.load_study(study_name=name, storage=storage)
-
-
-def runs_of(uri: str, name: str) -> tuple[object, list]:
-    """(parent run, child runs) of study ``name`` in the MLflow store ``uri``."""
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return parents[0], children
 
 
 def test_cli_study_records_trials_in_journal_and_parent_child_runs(tmp_path: Path) -> None:
@@ -186,35 +176,20 @@ def test_rerun_with_a_changed_spec_is_refused(tmp_path: Path) -> None:
     assert len(journal_study(tmp_path / "store", "same").trials) == 1
 
 
-FLAKY = """
-from dataclasses import dataclass
+FLAKY = (
+    tiny_plugin("tiny")
+    + """
 import torch.nn.functional as F
-from torch import nn
-from infoflow_track import HParams, Plugin, hparam
 
 @dataclass(frozen=True)
-class Config(HParams):
+class FlakyConfig(Config):
     mode: str = hparam("ok", choices=("ok", "raise", "nan"))
-    lr: float = hparam(0.01, low=1e-5, high=1.0)
 
-class Net(nn.Module):
-    def __init__(self, d, c):
-        super().__init__()
-        self.hidden, self.out = nn.Linear(d, 8), nn.Linear(8, c)
-    def forward_intermediates(self, x):
-        h = self.hidden(x.flatten(1)).relu()
-        return self.out(h), {"hidden": h}
-    def forward(self, x):
-        return self.forward_intermediates(x)[0]
-
-class Flaky(Plugin):
+class Flaky(Tiny):
     name = "flaky"
     summary = "fails on demand"
-    Config = Config
+    Config = FlakyConfig
     search_space = {"mode": {"type": "categorical", "choices": ["ok", "raise", "nan"]}}
-
-    def build(self, config, data):
-        return Net(64, data.num_classes)
 
     def training_step(self, model, x, y, config):
         if config.mode == "raise":
@@ -222,6 +197,7 @@ class Flaky(Plugin):
         loss = F.cross_entropy(model(x), y)
         return loss * float("nan") if config.mode == "nan" else loss
 """
+)
 
 
 def test_raising_and_nan_trials_fail_alone(tmp_path: Path, monkeypatch) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import run_in_process
+from helpers import run_in_process, runs_of
 from infoflow_plugins.mlp import MLPConfig
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from test_study import SPEC, journal_study, runs_of, write_spec
+from test_study import SPEC, journal_study, write_spec
 
 from infoflow_track import UserError
 from infoflow_track.hparams import specs
@@ -144,6 +144,24 @@ def test_multi_objective_study_reports_both_values(tmp_path: Path) -> None:
     assert study.trials[0].intermediate_values == {}  # no pruning: nothing reported
     parent, _ = runs_of(uri, "multi")
     assert "infoflow.best_trial" not in parent.data.tags  # no single best on a Pareto front
+
+
+def test_a_plugin_metric_of_an_earlier_phase_is_an_objective(tmp_path: Path) -> None:
+    """local-mi logs local/mi in its layer phases only: the objective is its latest value."""
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    spec = tmp_path / "phases.toml"
+    spec.write_text('name = "phases"\nplugin = "local-mi"\nn_trials = 2\n[settings]\n'
+                    'epochs = 1\nprobe_size = 128\n[search]\nlr = { type = "float", low = '
+                    '1e-4, high = 1e-2, log = true }\n[objective]\nmetric = "local/mi"\n'
+                    'direction = "maximize"\n[sampler]\ntype = "random"\nseed = 0\n')  # fmt: skip
+    assert run_in_process(spec, uri).complete == 2
+    client = MlflowClient(uri)
+    for trial in journal_study(tmp_path / "store", "phases").trials:
+        run_id = trial.user_attrs["mlflow_run_id"]
+        history = client.get_metric_history(run_id, "local/mi")
+        steps = [m.step for m in history]
+        assert steps == [1, 2] and client.get_run(run_id).data.metrics["phase"] == 3
+        assert trial.value == max(history, key=lambda m: m.step).value
 
 
 def _running_trial(tmp_path: Path, owner: str, heartbeat: float) -> tuple:

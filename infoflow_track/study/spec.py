@@ -177,7 +177,8 @@ def parse_spec(
     plugin_name = raw.get("plugin")
     if not isinstance(plugin_name, str):
         raise UserError(f"'plugin' in {where} is missing: name a plugin, e.g. plugin = \"mlp\"")
-    config_cls = get_entry(plugin_name).load().Config
+    plugin_cls = get_entry(plugin_name).load()
+    config_cls = plugin_cls.Config
     hparams = specs(config_cls)
 
     setting_over = {k: v for k, v in overrides.items() if k in RUN_SETTING_NAMES}
@@ -203,12 +204,12 @@ def parse_spec(
         if both:
             raise UserError(f"hyperparameter '{both[0]}' is both [fixed] and [search] in {where}")
     else:
-        search = check_space(get_entry(plugin_name).load().search_space, hparams, "search space")
+        search = check_space(plugin_cls.search_space, hparams, "search space")
     search = {k: d for k, d in search.items() if k not in fixed}
     if not search:
         raise UserError(f"nothing to search in {where}: every hyperparameter is fixed")
 
-    objectives = _objectives(raw.get("objective", DEFAULT_OBJECTIVE), where)
+    objectives = _objectives(raw.get("objective", DEFAULT_OBJECTIVE), plugin_cls, where)
     sampler = parse_algorithm(raw.get("sampler"), "sampler", "tpe")
     pruner = parse_algorithm(raw.get("pruner"), "pruner", "none")
     check_algorithms(sampler, pruner, len(objectives))
@@ -250,19 +251,19 @@ def _check_fixed(fixed: dict[str, Any], config_cls: type, where: str) -> dict[st
     return {key: getattr(config, key) for key in fixed}
 
 
-def _objectives(raw: Any, where: str) -> tuple[Objective, ...]:
+def _objectives(raw: Any, plugin_cls: Any, where: str) -> tuple[Objective, ...]:
+    """The objectives: the engine's metrics, a layer measure, or one of the plugin's own."""
     items = raw if isinstance(raw, list) else [raw]
+    named = (*EPOCH_METRICS, *plugin_cls.epoch_metrics)
     out = []
     for item in items:
         if not isinstance(item, Mapping) or set(item) - {"metric", "direction"}:
             raise UserError(f"[objective] in {where} takes only 'metric' and 'direction'")
         metric, direction = item.get("metric"), item.get("direction", "maximize")
-        if not isinstance(metric, str) or not (
-            metric in EPOCH_METRICS or _LAYER_METRIC.fullmatch(metric)
-        ):
+        if not isinstance(metric, str) or not (metric in named or _LAYER_METRIC.fullmatch(metric)):
             raise UserError(
                 f"invalid objective metric {metric!r} in {where}: valid are "
-                f"{choices_text(EPOCH_METRICS)} or <measure>/<layer> with measure one of "
+                f"{choices_text(named)} or <measure>/<layer> with measure one of "
                 f"{choices_text(LAYER_MEASURES)}"
             )
         if direction not in DIRECTIONS:

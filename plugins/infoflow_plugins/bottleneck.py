@@ -27,6 +27,7 @@ class BottleneckConfig(HParams):
 class BottleneckPlugin(Plugin):
     name = "bottleneck-mlp"
     summary = "MLP input -> 256 -> bottleneck -> classes: how width shapes the layer's MI"
+    api_version = "1.0"
     Config = BottleneckConfig
     search_space: ClassVar[dict[str, dict]] = {
         "bottleneck": {"type": "int", "low": 2, "high": 128, "log": True},

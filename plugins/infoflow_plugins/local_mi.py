@@ -82,6 +82,7 @@ def local_losses(
 class LocalMIPlugin(Plugin):
     name = "local-mi"
     summary = "greedy layer-wise local rule: max I(y_i; label) - lambda * redundancy, then readout"
+    api_version = "1.0"
     Config = LocalMIConfig
     epoch_metrics = ("phase", "local/mi", "local/redundancy")
     search_space: ClassVar[dict[str, dict]] = {

@@ -72,6 +72,7 @@ class MLP(nn.Module):
 class MLPPlugin(Plugin):
     name = "mlp"
     summary = "fully connected net, hidden widths and activation configurable (backprop, Adam)"
+    api_version = "1.0"
     Config = MLPConfig
     search_space: ClassVar[dict[str, dict]] = {
         "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},

@@ -45,6 +45,7 @@ class SimpleCNN(nn.Module):
 class SimpleCNNPlugin(Plugin):
     name = "simple-cnn"
     summary = "two conv-ReLU-maxpool stages and a linear readout, for 1- or 3-channel images"
+    api_version = "1.0"
     Config = SimpleCNNConfig
     search_space: ClassVar[dict[str, dict]] = {
         "channels": {"type": "int", "low": 2, "high": 32, "log": True},

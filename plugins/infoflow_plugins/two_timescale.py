@@ -33,6 +33,7 @@ class TwoTimescaleConfig(HParams):
 class TwoTimescalePlugin(Plugin):
     name = "two-timescale"
     summary = "wide hidden layer with its own learning rate (lr_ratio x the readout's), SGD"
+    api_version = "1.0"
     Config = TwoTimescaleConfig
     search_space: ClassVar[dict[str, dict]] = {
         "lr_ratio": {"type": "float", "low": 1e-3, "high": 10.0, "log": True},

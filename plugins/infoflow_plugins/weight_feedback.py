@@ -130,6 +130,7 @@ class WeightFeedbackNet(nn.Module):
 class WeightFeedbackPlugin(Plugin):
     name = "weight-feedback"
     summary = "conv net fed a summary of its own fc weights (none, max-pool or projection)"
+    api_version = "1.0"
     Config = WeightFeedbackConfig
     search_space: ClassVar[dict[str, dict]] = {
         "feedback": {"type": "categorical", "choices": list(FEEDBACK)},
