@@ -39,4 +39,6 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "measures":
+        return importlib.import_module("infoflow_track.measures")
     raise AttributeError(f"module 'infoflow_track' has no attribute {name!r}")

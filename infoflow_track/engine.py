@@ -1,4 +1,4 @@
-"""The one training loop, and the per-epoch probe every run goes through.
+"""The one training loop every run goes through, and its epoch-end hooks.
 
 ``build_model`` builds the plugin's model (seeded) and checks that it exposes its probed
 layers; ``train`` hands the plugin a :class:`RunContext` and lets it fit the model.

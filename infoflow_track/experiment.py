@@ -26,7 +26,7 @@ from infoflow_track.engine import EPOCH_METRICS, EpochHook, EpochListener, build
 from infoflow_track.errors import UserError
 from infoflow_track.hparams import parse_config
 from infoflow_track.plugin import Plugin
-from infoflow_track.probe import LAYER_MEASURES, LayerProbe
+from infoflow_track.probe import LAYER_MEASURES, LayerProbe, probe_activations
 from infoflow_track.registry import PluginEntry, PluginError, get_entry
 from infoflow_track.settings import RunSettings
 from infoflow_track.tracking import RunLogger, Tracker, check_experiment_name, git_state
@@ -64,11 +64,7 @@ class RunPlan:
 
     def metric_names(self) -> list[str]:
         """Every metric key this run logs each epoch: accuracy, loss and the layer measures."""
-        was_training = self.model.training
-        self.model.eval()
-        with torch.no_grad():
-            _, layers = self.model.forward_intermediates(self.data.x_train[:2])
-        self.model.train(was_training)
+        layers = probe_activations(self.model, self.data.x_train[:2])
         layer_metrics = (f"{m}/{name}" for m in LAYER_MEASURES for name in layers)
         return [*EPOCH_METRICS, *self.plugin.epoch_metrics, *layer_metrics]
 

@@ -59,9 +59,9 @@ def _check_inputs(path: str, key: str, x: np.ndarray, like: np.ndarray | None = 
     """x: numbers, (N, D), (N, H, W) or (N, C, H, W), N > 0, finite; samples shaped as like's."""
     if x.dtype.kind not in "biuf":
         raise _npz_error(path, key, f"holds {x.dtype}, not numbers")
-    if x.ndim not in (2, 3, 4) or x.shape[0] == 0:
+    if x.ndim not in (2, 3, 4) or 0 in x.shape:
         raise _npz_error(path, key, f"has shape {x.shape}; expected (N, D), (N, H, W) or "
-                                    "(N, C, H, W) with N > 0")  # fmt: skip
+                                    "(N, C, H, W) with no empty axis")  # fmt: skip
     if like is not None and x.shape[1:] != like.shape[1:]:
         raise _npz_error(path, key, f"has samples of shape {x.shape[1:]}, x {like.shape[1:]}")
     if x.dtype.kind == "f" and not np.isfinite(x).all():

@@ -90,8 +90,9 @@ class LayerProbe:
             raise RuntimeError(f"probed layers changed from {self.layers} to {list(acts)}")
         n = len(self.layers)
         mi = torch.stack([torch.stack(self.mutual_information(t)) for t in acts.values()])
-        grid = cka_matrix([*acts.values(), self.labels])  # (L + 1, L + 1), labels last
-        init = torch.stack([cka(acts[name], self.initial[name]) for name in self.layers])
+        feats = {name: linear_features(t) for name, t in acts.items()}  # once: centred, QR if wide
+        grid = cka_matrix([*feats.values(), self.labels])  # (L + 1, L + 1), labels last
+        init = torch.stack([cka(f, self.initial[name]) for name, f in feats.items()])
         values = torch.cat([mi.flatten(), grid.flatten(), init]).double().cpu().tolist()
         mi_values, grid_values, init_values = values[: 2 * n], values[2 * n : -n], values[-n:]
         rows = [grid_values[i * (n + 1) : (i + 1) * (n + 1)] for i in range(n + 1)]

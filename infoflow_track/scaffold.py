@@ -7,8 +7,10 @@ a study spec and a README. It installs with ``pip install PATH`` and its tests p
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from string import Template
 
@@ -53,21 +55,37 @@ def write_package(name: str, directory: Path | None = None) -> tuple[PackageName
     which must not exist or be empty. Returns its names and folder; writes nothing on a
     UserError (bad name, name already registered, folder in use)."""
     names = PackageNames.of(name)
-    _check_name_is_free(names.name)
+    _check_name_is_free(names)
     root = (directory or Path(names.dist)).expanduser().resolve()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise UserError(f"package folder {root} exists and is not empty: choose another with --dir")
+        raise UserError(f"{root} exists and is not an empty folder: choose another --dir")
     files = {
         root / target.format(module=names.module, name=names.name): _render(template, names)
         for template, target in LAYOUT.items()
     }
-    for path, text in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    try:
+        for path, text in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    except OSError as exc:
+        raise UserError(f"cannot write the package to {root}: {exc.strerror}") from None
     return names, root
 
 
-def _check_name_is_free(name: str) -> None:
+def _check_name_is_free(names: PackageNames) -> None:
+    """Refuse a name another plugin has, or whose package or module exists (infoflow-track)."""
+    taken = importlib.util.find_spec(names.module) is not None
+    try:
+        metadata.distribution(names.dist)
+        taken = True
+    except metadata.PackageNotFoundError:
+        pass
+    if taken:
+        raise UserError(
+            f"plugin name '{names.name}' would make package {names.dist} (module "
+            f"{names.module}), which is already installed: choose another name"
+        )
+    name = names.name
     found = scan()
     entry = found.plugins.get(name) or found.disabled.get(name)
     if entry is not None:

@@ -61,6 +61,8 @@ def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI, or None for any other store."""
     if urlparse(uri).scheme != "sqlite":
         return None
+    if not uri.startswith("sqlite:///"):
+        raise UserError(f"invalid SQLite URI {uri!r}: write sqlite:///PATH (three slashes)")
     return Path(unquote(uri[len("sqlite:///") :]))
 
 

@@ -101,6 +101,11 @@ BAD_INPUTS = {
         "--test-fraction",
     ),
     "file store": (["run", "mlp", "--tracking-uri", "/tmp/runs"], "'/tmp/runs'", "sqlite:///"),
+    "two-slash sqlite": (
+        ["run", "mlp", "--tracking-uri", "sqlite://x.db"],
+        "'sqlite://x.db'",
+        "sqlite:///PATH",
+    ),
     "blank experiment": (["run", "mlp", "--experiment", " "], "experiment name ' '", "1 to 500"),
     "long experiment": (["run", "mlp", "--experiment", "e" * 501], "experiment name", "1 to 500"),
     "Default experiment": (["run", "mlp", "--experiment", "Default"], "'Default'", "another"),

@@ -322,6 +322,7 @@ BAD_NPZ = {
     "1-d x": (_savez(x=Y, y=Y), "x", "has shape (10,); expected (N, D)"),
     "5-d x": (_savez(x=np.zeros((10, 1, 1, 1, 1)), y=Y), "x", "has shape (10, 1, 1, 1, 1)"),
     "empty x": (_savez(x=X[:0], y=Y[:0]), "x", "has shape (0, 3)"),
+    "zero-width x": (_savez(x=X[:, :0], y=Y), "x", "has shape (10, 0)"),
     "x_test of other shape": (
         _savez(x=X, y=Y, x_test=np.zeros((10, 4)), y_test=Y), "x_test", "(4,), x (3,)"
     ),

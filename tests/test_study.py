@@ -333,6 +333,11 @@ BAD_SPECS = {
         '[sampler]\ntype = "grid"\n[search]\nlr = { type = "float", low = 0.001, high = 0.01 }\n',
         "'lr'",
     ),
+    "seed that is no integer": ('[sampler]\ntype = "tpe"\nseed = "abc"\n', "seed 'abc'"),
+    "bad pruner option value": (
+        '[pruner]\ntype = "median"\nn_startup_trials = -1\n',
+        "invalid options for pruner median",
+    ),
     "malformed toml": ("[search\n", "malformed study spec"),
     "zero trials": ("n_trials = 0\n", "n_trials 0"),
 }

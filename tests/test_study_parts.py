@@ -229,7 +229,7 @@ def test_the_readme_spec_is_valid(tmp_path: Path) -> None:
     block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "readme.toml").write_text(block)
     spec = load_spec(str(tmp_path / "readme.toml"))
-    assert spec.name == "quickstart" and set(spec.search) == {"lr", "activation"}
+    assert spec.name == "my-study" and set(spec.search) == {"lr", "activation"}
     assert spec.fixed == {"widths": (64, 32)} and spec.timeout == 900.0
 
 

@@ -13,6 +13,8 @@ import pytest
 from helpers import file_digest, plant_plugin, run_cli, runs_of, tiny_plugin
 from mlflow.tracking import MlflowClient
 
+from infoflow_track.testing import CHECKS
+
 NAME, DIST, MODULE = "scaffold-e2e", "infoflow-scaffold-e2e", "infoflow_scaffold_e2e"
 RUFF = str(Path(sys.executable).with_name("ruff"))
 
@@ -57,7 +59,7 @@ def test_a_scaffolded_plugin_installs_lists_runs_studies_and_uninstalls(
         cwd=package, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert own_tests.returncode == 0, own_tests.stdout[-3000:]
-    assert "7 passed" in own_tests.stdout  # six conformance checks and its own test
+    assert f"{len(CHECKS) + 1} passed" in own_tests.stdout  # every kit check and its own test
 
     lines = listed(tmp_path)
     assert f"{DIST} 0.1.0" in lines[NAME] and "BROKEN" not in lines[NAME]
@@ -99,7 +101,8 @@ def test_scaffolding_refuses_bad_names_taken_names_and_used_folders(tmp_path: Pa
     cases = {
         ("Sparse_MLP",): "plugin name 'Sparse_MLP' is not valid",
         ("mlp",): "plugin name 'mlp' is already registered by infoflow-plugins",
-        ("fresh", "--dir", str(used)): f"package folder {used} exists and is not empty",
+        ("track",): "would make package infoflow-track (module infoflow_track), which is already",
+        ("fresh", "--dir", str(used)): f"{used} exists and is not an empty folder",
     }
     for args, message in cases.items():
         proc = run_cli("plugins", "new", *args, cwd=tmp_path)

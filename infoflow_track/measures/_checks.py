@@ -7,8 +7,9 @@ import torch
 
 
 def layer_and_labels(t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check ``t`` (N, ...) floating activations and ``y`` (N,) non-negative integer labels on
-    the same device; return t as (N, D) in float32 or wider and y as int64.
+    """Check ``t`` (N, ...) floating activations and ``y`` (N,) integer labels on the same
+    device (no device read: signs are checked by :func:`class_count`); return t as (N, D) in
+    float32 or wider and y as int64.
 
     Half-precision activations are widened: their range and resolution are too small for
     sums of squares, bin scales and kernel sums.
@@ -19,9 +20,15 @@ def layer_and_labels(t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, to
         raise ValueError(f"labels must be an integer ({t.shape[0]},) tensor, got {_show(y)}")
     if y.device != t.device:
         raise ValueError(f"activations are on {t.device} but labels on {y.device}")
-    if y.min() < 0:
-        raise ValueError("labels must be non-negative class indices")
     return _wide(t.reshape(t.shape[0], -1)), y.long()
+
+
+def class_count(y: torch.Tensor) -> int:
+    """``y.max() + 1`` of labels y (N,), checked non-negative: one device-to-host read."""
+    low, high = torch.stack(torch.aminmax(y)).tolist()
+    if low < 0:
+        raise ValueError("labels must be non-negative class indices")
+    return high + 1
 
 
 def paired(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from infoflow_track.measures._checks import all_finite, layer_and_labels
+from infoflow_track.measures._checks import all_finite, class_count, layer_and_labels
 
 _LN2 = math.log(2.0)
 
@@ -88,7 +88,7 @@ def mi_binned(
     if not all_finite(t):
         return _undefined(t), _undefined(t)
     ids = symbols(bin_codes(t, n_bins=n_bins, bin_width=bin_width))
-    n_classes = int(y.max().item()) + 1
+    n_classes = class_count(y)
     h_t = entropy_bits(torch.bincount(ids).double())
     h_y = entropy_bits(torch.bincount(y).double())
     h_ty = entropy_bits(torch.bincount(ids * n_classes + y).double())
@@ -108,7 +108,7 @@ def mi_per_unit(
     t, y = layer_and_labels(t, y)
     if not all_finite(t):
         return _undefined(t), _undefined(t)
-    n_units, n_classes = t.shape[1], int(y.max().item()) + 1
+    n_units, n_classes = t.shape[1], class_count(y)
     codes = _range_codes(t, n_bins, per_unit=True).long()  # (N, K)
     unit = torch.arange(n_units, device=t.device) * n_bins  # offset of each unit's bins
     h_t = entropy_bits(_histogram(codes + unit, n_units, n_bins))

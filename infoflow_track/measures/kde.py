@@ -10,8 +10,8 @@ and below by the Bhattacharyya form (Kolchinsky & Tracey, Entropy 2017; used by 
     I(T;Y) = H(Y) + mean_i log(S_i^same class / S_i)
 
 Each S_i contains its own term 1, so 0 <= I(X;T) <= log N without any max-subtraction.
-Rows are processed in chunks sized to a memory budget, never as a full N x N matrix, and
-only the upper triangle of the symmetric kernel is computed.
+Rows are processed in chunks of at most ``chunk_bytes`` of distances (one chunk when N x N
+fits), and of the symmetric kernel only the blocks on and right of the diagonal are computed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from infoflow_track.measures._checks import layer_and_labels
+from infoflow_track.measures._checks import class_count, layer_and_labels
 from infoflow_track.measures.binning import entropy_bits
 
 _LN2 = math.log(2.0)
@@ -60,7 +60,7 @@ def mi_kde(
     t = t - t.mean(dim=0)  # distances are the same; |a|^2 + |b|^2 - 2ab loses less precision
     n = t.shape[0]
     kernel_var = noise_var if bound == "upper" else 4.0 * noise_var
-    onehot = F.one_hot(y, int(y.max().item()) + 1).to(t.dtype)  # (N, C)
+    onehot = F.one_hot(y, class_count(y)).to(t.dtype)  # (N, C)
     log_all, log_same = _log_kernel_sums(t, y, onehot, kernel_var, chunk_bytes)
     h_y = entropy_bits(onehot.sum(dim=0))
     i_xt = (math.log(n) - log_all.mean()) / _LN2

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from infoflow_track.measures._checks import layer_and_labels
+from infoflow_track.measures._checks import class_count, layer_and_labels
 
 _LN2 = math.log(2.0)
 _TINY = 1e-12  # keeps log finite (and its gradient) where a soft bin is empty
@@ -45,7 +45,7 @@ def mi_soft_per_unit(
     t, y = layer_and_labels(t, y)
     if n_bins < 2 or not (math.isfinite(bandwidth) and bandwidth > 0):
         raise ValueError(f"need n_bins >= 2 and bandwidth > 0, got {n_bins} and {bandwidth}")
-    k = n_classes if n_classes is not None else int(y.max().item()) + 1
+    k = n_classes if n_classes is not None else class_count(y)  # given: no device read
     with torch.no_grad():
         low, high = t.min(dim=0).values, t.max(dim=0).values  # (K,)
         width = ((high - low) / n_bins).clamp_min(torch.finfo(t.dtype).eps)

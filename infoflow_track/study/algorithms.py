@@ -88,7 +88,11 @@ def make_sampler(sampler: Algorithm, grid: Mapping[str, list[Any]] | None, seed_
     workers and resumed runs do not replay the same random draws."""
     options = dict(sampler.options)
     if "seed" in options:
-        options["seed"] = int(options["seed"]) + seed_offset
+        seed = options["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise UserError(f"invalid options for sampler {sampler.kind}: seed {seed!r} is not "
+                            "an integer")  # fmt: skip
+        options["seed"] = seed + seed_offset
     if sampler.kind == "grid":
         return _build("sampler grid", _grid_sampler_class(), {"search_space": grid, **options})
     return _build(f"sampler {sampler.kind}", _optuna_class("sampler", sampler.kind), options)

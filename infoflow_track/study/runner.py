@@ -89,10 +89,13 @@ class StudyJob:
 
 
 def check_runnable(spec: StudySpec) -> None:
-    """Plan one run of the spec (fixed values, each searched one at its first value): data,
-    device and model must work and every objective metric must be one the run logs."""
+    """Build the sampler and pruner and plan one run of the spec (fixed values, each searched
+    one at its first value): options, data, device and model must work and every objective
+    metric must be one the run logs."""
     from infoflow_track.experiment import plan_run
 
+    make_sampler(spec.sampler, spec.grid(), 0)  # option values, before anything is written
+    make_pruner(spec.pruner, spec.settings.epochs)
     first = {n: d.choices[0] if d.kind == "categorical" else d.low for n, d in spec.search.items()}
     plan = plan_run(spec.plugin, {**spec.fixed, **first}, spec.settings)
     logged = plan.metric_names()

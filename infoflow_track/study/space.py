@@ -61,7 +61,7 @@ class Dimension:
         if self.step is None:
             return None
         count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
-        return [self.low + k * self.step for k in range(count)]
+        return [min(self.high, round(self.low + k * self.step, 12)) for k in range(count)]
 
     def as_dict(self) -> dict[str, Any]:
         """The canonical spec form (what a study records and compares on a rerun)."""
