@@ -107,7 +107,7 @@ def bench_fluent(root: Path, trials: int, settings: RunSettings) -> float:
         plan = plan_run("mlp", suggest(trial), settings)
         with mlflow.start_run(nested=True):
             mlflow.log_params(plan.params())
-            probe = LayerProbe(plan.model, plan.data, settings)
+            probe = LayerProbe(plan.model, plan.data, plan.estimators.estimators)
             result = train(plan.plugin, plan.model, plan.config, plan.data, settings,
                            sink=Sink(), hooks=[probe])  # fmt: skip
         return result.metrics["acc/test"]

@@ -51,9 +51,9 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from infoflow_track.devices import describe_device
-from infoflow_track.engine import build_model, evaluate, fit_backprop, train
+from infoflow_track.engine import build_model, evaluate, train
 from infoflow_track.experiment import RunPlan, plan_run
-from infoflow_track.plugin import RunContext
+from infoflow_track.plugin import RunContext, fit_backprop
 from infoflow_track.settings import RunSettings
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the notebooks' Normalize constants

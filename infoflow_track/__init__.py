@@ -1,8 +1,8 @@
 """infoflow: study how information flows through neural networks while they learn.
 
 Importing this package is cheap: torch, mlflow and optuna load only when a name that needs
-them is used. Plugins use only what is exported here, and the subpackage
-:mod:`infoflow_track.measures` (MI and CKA estimators); their tests use the conformance kit
+them is used. Plugins and estimators use only what is exported here, and the subpackage
+:mod:`infoflow_track.measures` (MI and CKA functions); plugin tests use the conformance kit
 :mod:`infoflow_track.testing`.
 """
 
@@ -23,9 +23,12 @@ except metadata.PackageNotFoundError:  # running from a source tree that is not 
 
 _LAZY = {
     "Dataset": "infoflow_track.data",
+    "ESTIMATOR_API_VERSION": "infoflow_track.estimators",
+    "Estimate": "infoflow_track.estimators",
+    "Estimator": "infoflow_track.estimators",
     "RunSettings": "infoflow_track.settings",
     "evaluate": "infoflow_track.engine",
-    "fit_backprop": "infoflow_track.engine",
+    "fit_backprop": "infoflow_track.plugin",
     "plan_run": "infoflow_track.experiment",
     "execute_run": "infoflow_track.experiment",
     "Tracker": "infoflow_track.tracking",

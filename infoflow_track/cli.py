@@ -6,13 +6,15 @@ module level, so ``infoflow --help`` stays fast.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,6 +31,10 @@ plugins_app = typer.Typer(
     help="List and inspect experiment plugins.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(plugins_app, name="plugins")
+estimators_app = typer.Typer(
+    help="List and inspect MI estimators.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(estimators_app, name="estimators")
 
 
 @contextmanager
@@ -186,6 +192,49 @@ def plugins_show(name: Annotated[str, typer.Argument(help="plugin name")]) -> No
             typer.echo(f"  {key:<16} {dict(dist)}")
 
 
+@estimators_app.command("list")
+def estimators_list() -> None:
+    """Every MI estimator with its package and version; broken ones with the reason."""
+    from infoflow_track.estimators import ESTIMATOR_API_VERSION, ESTIMATORS
+    from infoflow_track.registry import scan
+    from infoflow_track.settings import DEFAULT_ESTIMATORS
+
+    with user_errors():
+        found = scan(kind=ESTIMATORS)
+    for entry in found.plugins.values():
+        reason = entry.broken_reason()
+        where = f"{entry.package} {entry.version}"
+        state = entry.load().summary if reason is None else f"BROKEN: {reason}"
+        typer.echo(f"{entry.name:<18} {where:<28} {state}")
+    for entry in found.disabled.values():
+        typer.echo(f"{entry.name:<18} {entry.package + ' ' + entry.version:<28} DISABLED")
+    typer.echo(f"(default --mi {','.join(DEFAULT_ESTIMATORS)}; estimator API "
+               f"{ESTIMATOR_API_VERSION}; options: infoflow estimators show NAME)")  # fmt: skip
+
+
+@estimators_app.command("show")
+def estimators_show(name: Annotated[str, typer.Argument(help="estimator name")]) -> None:
+    """An estimator's options (type, default, valid values, help) and what it measures."""
+    from infoflow_track.estimators import ESTIMATORS, option_rows
+    from infoflow_track.registry import get_entry
+
+    with user_errors():
+        entry = get_entry(name, ESTIMATORS)
+        cls = entry.load()
+    typer.echo(f"{entry.name} — {cls.summary}\npackage: {entry.package} {entry.version}, "
+               f"class {entry.target}, estimator API {cls.api_version}\n")  # fmt: skip
+    typer.echo(inspect.cleandoc(cls.__doc__ or "") + "\n")
+    typer.echo(f"options (--set {entry.name}.OPTION=VALUE, or [estimator.{entry.name}] in a spec):")
+    for option, type_name, default, valid, help_text in option_rows(cls):
+        typer.echo(f"  {option:<12} {type_name:<16} default {default:<10} {valid}")
+        if help_text:
+            typer.echo(f"  {'':<12} {help_text}")
+    if cls.extras:
+        extra = cls.extras[0]
+        typer.echo(f"also logs: {', '.join(cls.extras)} (mi_xt.{extra}/<layer> when primary, "
+                   f"else mi_xt.{entry.name}.{extra}/<layer>; mi_ty likewise)")  # fmt: skip
+
+
 @app.command("datasets")
 def datasets(data_dir: DataDirOption = None, download: DownloadOption = False) -> None:
     """The datasets this machine can load, and for the others which files to put where."""
@@ -207,55 +256,82 @@ def datasets(data_dir: DataDirOption = None, download: DownloadOption = False) -
             typer.echo(f"{'':<14} {reason}")
 
 
+_SETTING_PREFIX = "setting_"
+
+
+def with_setting_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command one option per run setting (``--epochs``, ``--batch-size``, ...), made
+    from the declaration of :class:`~infoflow_track.settings.RunSettings`: its help, default
+    and valid values. The command gets the ones given as ``settings: {name: text}``."""
+    from infoflow_track.hparams import format_value, specs
+    from infoflow_track.settings import RunSettings
+
+    own = inspect.signature(command, eval_str=True)
+    params = [p for p in own.parameters.values() if p.name != "settings"]
+    for spec in specs(RunSettings).values():
+        default = format_value(spec.default, spec.none)
+        option = typer.Option(
+            f"--{spec.name.replace('_', '-')}",
+            show_default=False,
+            metavar=spec.type_name.upper().replace(" ", "-"),
+            help=f"{spec.help} [default: {default}; valid: {spec.valid_text}]",
+        )
+        kind, annotation = inspect.Parameter.KEYWORD_ONLY, Annotated[str | None, option]
+        params.append(inspect.Parameter(_SETTING_PREFIX + spec.name, kind, default=None,
+                                        annotation=annotation))  # fmt: skip
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        given = {k.removeprefix(_SETTING_PREFIX): v for k, v in kwargs.items()
+                 if k.startswith(_SETTING_PREFIX) and v is not None}  # fmt: skip
+        rest = {k: v for k, v in kwargs.items() if not k.startswith(_SETTING_PREFIX)}
+        command(settings=given, **rest)
+
+    wrapper.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    del wrapper.__wrapped__  # Typer reads the signature above, not the command's
+    return wrapper
+
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", "-s",
+        help="hyperparameter, run setting or estimator option (ESTIMATOR.OPTION) key=value, "
+        "repeatable",
+    ),
+]  # fmt: skip
+
+
 @app.command("run")
+@with_setting_options
 def run(
     plugin: Annotated[str, typer.Argument(help="plugin name (see `infoflow plugins list`)")],
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", "-s", help="hyperparameter key=value, repeatable")
-    ] = None,
-    dataset: Annotated[str, typer.Option(help="dataset spec, see `infoflow datasets`")] = "digits",
-    classes: Annotated[str | None, typer.Option(help="class subset, e.g. 8,9")] = None,
+    set_: SetOption = None,
     data_dir: DataDirOption = None,
     download: DownloadOption = False,
-    epochs: Annotated[int, typer.Option(help="training epochs")] = 10,
-    batch_size: Annotated[int, typer.Option(help="minibatch size")] = 64,
-    seed: Annotated[int, typer.Option(help="seed of initialisation and batch order")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
-    probe_size: Annotated[int, typer.Option(help="samples in the fixed probe set")] = 4096,
-    test_fraction: Annotated[float, typer.Option(help="share of samples held out")] = 0.2,
-    split_seed: Annotated[int, typer.Option(help="seed of the train/test split")] = 0,
-    mi: Annotated[str, typer.Option(help="MI estimator on the probe set: binning or kde")] = (
-        "binning"
-    ),
-    bins: Annotated[int, typer.Option(help="bins per layer range (--mi binning)")] = 30,
-    noise_var: Annotated[float, typer.Option(help="noise variance (--mi kde)")] = 0.1,
     experiment: Annotated[
         str | None, typer.Option(help="MLflow experiment (default: the plugin name)")
     ] = None,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name")] = None,
     tracking_uri: TrackingUriOption = None,
+    settings: dict[str, str] | None = None,
 ) -> None:
     """Train one plugin once and record the run in MLflow."""
-    from infoflow_track.experiment import execute_run, experiment_name, plan_run
-    from infoflow_track.hparams import parse_assignments
-    from infoflow_track.settings import RunSettings, parse_classes
+    from infoflow_track.experiment import execute_run, experiment_name, plan_from
+    from infoflow_track.hparams import merge_assignments, parse_assignments
     from infoflow_track.tracking import Tracker, resolve_tracking_uri
 
     _use_data_options(data_dir, download)
     with user_errors():
-        settings = RunSettings(
-            dataset=dataset, classes=parse_classes(classes), epochs=epochs,
-            batch_size=batch_size, seed=seed, device=device, probe_size=probe_size,
-            test_fraction=test_fraction, split_seed=split_seed, mi=mi, bins=bins,
-            noise_var=noise_var,
-        )  # fmt: skip
-        plan = plan_run(plugin, parse_assignments(set_ or []), settings)
+        plan = plan_from(plugin, merge_assignments(settings or {}, parse_assignments(set_ or [])))
         experiment = experiment_name(experiment, plan)
         tracker = Tracker(tracking_uri)
         tracker.experiment_id(experiment)
     typer.echo(
         f"{plan.entry.name} on {plan.data.name} ({plan.data.x_train.shape[0]} train, "
-        f"{plan.data.x_test.shape[0]} test, {plan.data.num_classes} classes) on {plan.device}"
+        f"{plan.data.x_test.shape[0]} test, {plan.data.num_classes} classes) on {plan.device}; "
+        f"MI by {', '.join(e.describe() for e in plan.estimators.estimators)}"
     )
     with _run_outcome(), _epoch_progress(plan.total_epochs) as listener:
         result = execute_run(
@@ -267,6 +343,8 @@ def run(
         ui_command += f" --tracking-uri {shlex.quote(tracker.uri)}"
     typer.echo(f"done: run {result.run_id}\n  {summary}\n  store: {tracker.uri}")
     typer.echo(f"  open the MLflow UI with `{ui_command}` (http://127.0.0.1:5000)")
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @contextmanager
@@ -288,10 +366,10 @@ def _run_outcome(
 
 def _headline(metrics: dict[str, float]) -> str:
     """Accuracy and loss in one line, and how many layer measures and plugin values follow."""
-    from infoflow_track.probe import LAYER_MEASURES
+    from infoflow_track.names import LAYER_KEY
 
     shown = [f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("acc/", "loss/"))]
-    layer = sum(k.partition("/")[0] in LAYER_MEASURES for k in metrics)
+    layer = sum(bool(LAYER_KEY.fullmatch(k)) for k in metrics)
     own = len(metrics) - len(shown) - layer
     counts = [f"+{layer} layer measures"] * bool(layer) + [f"+{own} plugin values"] * bool(own)
     return "  ".join(shown) + (f"  ({', '.join(counts)})" if counts else "")
@@ -326,10 +404,7 @@ def study(
         str | None,
         typer.Option(help="Optuna storage: journal:PATH, sqlite:///PATH, postgresql://..."),
     ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", help="run setting or fixed hyperparameter key=value"),
-    ] = None,
+    set_: SetOption = None,
     timeout: Annotated[
         float | None, typer.Option(help="seconds after which no new trial starts")
     ] = None,

@@ -4,14 +4,14 @@
 layers; ``train`` hands the plugin a :class:`RunContext` and lets it fit the model.
 Each ``ctx.end_epoch(model)`` evaluates accuracy and loss on train and test, runs the
 epoch-end hooks (measures attach here), logs every metric as one batch with step = epoch and
-tells the listeners (progress display, pruning). A non-finite loss on the training split,
-evaluated at the epoch end, stops the run.
+tells the listeners (progress display, pruning); the model at initialisation is evaluated,
+measured and logged as step 0. A non-finite loss on the training split, evaluated at the
+epoch end, stops the run.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from infoflow_track.data import Dataset
+from infoflow_track.names import EPOCH_METRICS, LAYER_NAME
 from infoflow_track.plugin import Plugin, RunContext
 from infoflow_track.settings import RunSettings
 
@@ -28,10 +29,6 @@ EpochHook = Callable[[torch.nn.Module, RunContext], Mapping[str, float]]
 #: A listener gets (step, metrics of that step) after they are logged.
 EpochListener = Callable[[int, Mapping[str, float]], None]
 
-#: Probed layer names become metric keys such as ``mi_xt/<layer>``.
-LAYER_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
-#: The metrics every epoch end logs before the hooks add theirs.
-EPOCH_METRICS = ("acc/train", "acc/test", "loss/train", "loss/test")
 _EVAL_CHUNK = 8192  # samples per forward pass when evaluating
 
 
@@ -95,19 +92,6 @@ def build_model(plugin: Plugin, config: Any, data: Dataset, seed: int) -> torch.
     return model
 
 
-def fit_backprop(plugin: Plugin, model: torch.nn.Module, ctx: RunContext) -> None:
-    """The standard loop: minibatch SGD with the plugin's optimizer and training step."""
-    optimizer = plugin.configure_optimizer(model, ctx.config)
-    for _ in range(ctx.epochs):
-        model.train()
-        for x, y in ctx.batches():
-            loss = plugin.training_step(model, x, y, ctx.config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        ctx.end_epoch(model)
-
-
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(accuracy in [0, 1], mean cross-entropy in nats) of ``model`` on x (N, ...), y (N,)."""
@@ -138,7 +122,9 @@ def train(
 ) -> TrainResult:
     """Fit ``model`` with the plugin; every epoch end is evaluated, hooked, logged, heard.
 
-    A listener may raise :class:`StopEarly` to end training after the epoch it heard.
+    The model at initialisation is evaluated, hooked and logged as step 0 first (listeners
+    hear epochs 1, 2, ... only). A listener may raise :class:`StopEarly` to end training
+    after the epoch it heard.
     """
     device = data.device
     generator = torch.Generator(device=device).manual_seed(settings.seed)
@@ -163,7 +149,7 @@ def train(
             metrics.update(hook(model, ctx))
         if sink is not None:
             sink.log_metrics(metrics, step)
-        for listener in listeners:
+        for listener in listeners if step else ():  # initialisation is measured, not heard
             listener(step, metrics)
         last.update(metrics)  # a plugin metric of an earlier phase keeps its latest value
         if diverged:
@@ -171,6 +157,7 @@ def train(
         return metrics
 
     ctx = RunContext(config, data, settings, device, generator, on_epoch_end)
+    on_epoch_end(model, 0, {})  # step 0: the model at initialisation
     try:
         plugin.fit(model, ctx)
     except StopEarly as stop:

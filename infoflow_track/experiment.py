@@ -22,13 +22,24 @@ import torch
 from infoflow_track import __version__
 from infoflow_track.data import Dataset, load_dataset
 from infoflow_track.devices import describe_device, resolve_device
-from infoflow_track.engine import EPOCH_METRICS, EpochHook, EpochListener, build_model, train
+from infoflow_track.engine import EpochHook, EpochListener, build_model, train
 from infoflow_track.errors import UserError
-from infoflow_track.hparams import parse_config
+from infoflow_track.estimators import EstimatorChoice, resolve_estimators
+from infoflow_track.hparams import parse_config, specs
+from infoflow_track.names import (
+    CKA_MEASURES,
+    EPOCH_METRICS,
+    ERROR_TAG,
+    ESTIMATORS_TAG,
+    SATURATED_TAG,
+    STOPPED_TAG,
+    WARNINGS_TAG,
+    layer_key,
+)
 from infoflow_track.plugin import Plugin
-from infoflow_track.probe import LAYER_MEASURES, LayerProbe, probe_activations
-from infoflow_track.registry import PluginEntry, PluginError, get_entry
-from infoflow_track.settings import RunSettings
+from infoflow_track.probe import LayerProbe, estimator_keys, probe_activations
+from infoflow_track.registry import Entry, PluginError, get_entry
+from infoflow_track.settings import RunSettings, settings_from, split_assignments
 from infoflow_track.tracking import RunLogger, Tracker, check_experiment_name, git_state
 
 
@@ -36,24 +47,27 @@ from infoflow_track.tracking import RunLogger, Tracker, check_experiment_name, g
 class RunPlan:
     """A validated run with its model built: nothing about it can still be a user error."""
 
-    entry: PluginEntry
+    entry: Entry
     plugin: Plugin
     config: Any
     settings: RunSettings
+    estimators: EstimatorChoice
     device: torch.device
     data: Dataset
     model: torch.nn.Module
 
     def params(self) -> dict[str, str]:
-        """Every resolved hyperparameter and run setting, and the data's sizes, as params.
+        """Every resolved hyperparameter, run setting and estimator option, and the data's
+        sizes, as params.
 
         Hyperparameters cannot collide with these: run-setting names are reserved by the
-        contract check, and the ``data.`` prefix is no Python identifier.
+        contract check, and the ``data.`` and ``mi.`` prefixes are no Python identifiers.
         """
         data = self.data
         return {
             **self.config.as_params(),
             **self.settings.as_params(),
+            **self.estimators.params(),
             "dataset": data.name,
             "device": str(self.device),
             "data.n_train": str(data.y_train.shape[0]),
@@ -65,8 +79,10 @@ class RunPlan:
     def metric_names(self) -> list[str]:
         """Every metric key this run logs each epoch: accuracy, loss and the layer measures."""
         layers = probe_activations(self.model, self.data.x_train[:2])
-        layer_metrics = (f"{m}/{name}" for m in LAYER_MEASURES for name in layers)
-        return [*EPOCH_METRICS, *self.plugin.epoch_metrics, *layer_metrics]
+        mi = [key for i, e in enumerate(self.estimators.estimators) for name in layers
+              for key in estimator_keys(e, i == 0, name)]  # fmt: skip
+        cka = [layer_key(m, name) for name in layers for m in CKA_MEASURES]
+        return [*EPOCH_METRICS, *self.plugin.epoch_metrics, *mi, *cka]
 
     @property
     def total_epochs(self) -> int:
@@ -85,6 +101,7 @@ class RunPlan:
             "infoflow.device": describe_device(self.device),
             "infoflow.torch": torch.__version__,
             "infoflow.python": platform.python_version(),
+            ESTIMATORS_TAG: ",".join(e.name for e in self.estimators.estimators),
         }
         plugin_file = sys.modules[type(self.plugin).__module__].__file__
         state = git_state(Path(plugin_file)) if plugin_file else None
@@ -100,6 +117,8 @@ class RunResult:
     metrics: dict[str, float]  # each metric's latest value, as in MLflow's run.data.metrics
     epochs: int  # epochs completed
     stopped: str | None = None  # why training stopped early (a pruner), if it did
+    saturated: dict[str, list[str]] | None = None  # {estimator: layers} at their ceiling
+    warnings: tuple[str, ...] = ()  # one line each: saturation, unsuited estimator options
 
 
 def experiment_name(requested: str | None, plan: RunPlan) -> str:
@@ -108,14 +127,28 @@ def experiment_name(requested: str | None, plan: RunPlan) -> str:
     return check_experiment_name(plan.entry.name if requested is None else requested)
 
 
+def plan_from(plugin: str, values: Mapping[str, Any]) -> RunPlan:
+    """:func:`plan_run` of ``plugin`` from ``{key: value}`` given on the command line: run
+    settings, hyperparameters and estimator options ``ESTIMATOR.OPTION`` in one mapping."""
+    entry = get_entry(plugin)
+    given = split_assignments(values, specs(entry.load().Config), entry.name)
+    return plan_run(entry, given.hyperparameters, settings_from(given.settings),
+                    given.estimator_options)  # fmt: skip
+
+
 def plan_run(
-    plugin: str | PluginEntry, overrides: Mapping[str, Any], settings: RunSettings
+    plugin: str | Entry,
+    overrides: Mapping[str, Any],
+    settings: RunSettings,
+    estimator_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> RunPlan:
-    """Resolve and validate a run of a plugin (its name, or its entry) and build its model;
-    UserError names any bad input."""
-    entry = plugin if isinstance(plugin, PluginEntry) else get_entry(plugin)
+    """Resolve and validate a run of a plugin (its name, or its entry) with its
+    hyperparameter ``overrides``, run settings and estimator options ``{estimator: {option:
+    value}}``, and build its model; UserError names any bad input."""
+    entry = plugin if isinstance(plugin, Entry) else get_entry(plugin)
     plugin_cls = entry.load()
     config = parse_config(plugin_cls.Config, overrides)
+    estimators = resolve_estimators(settings.mi, estimator_options)
     device = resolve_device(settings.device)
     instance = plugin_cls()
     try:
@@ -131,7 +164,7 @@ def plan_run(
         if "can't allocate memory" not in str(exc):
             raise
         raise UserError(f"data and model do not fit in memory on {device}") from None
-    return RunPlan(entry, instance, config, settings, device, data, model)
+    return RunPlan(entry, instance, config, settings, estimators, device, data, model)
 
 
 def execute_run(
@@ -163,23 +196,44 @@ def execute_run(
         if on_start is not None:
             on_start(run)
         run.log_params(plan.params())
-        probe = LayerProbe(plan.model, plan.data, plan.settings, artifacts=run)  # before training
+        probe = LayerProbe(plan.model, plan.data, plan.estimators.estimators, artifacts=run)
         result = train(
             plan.plugin, plan.model, plan.config, plan.data, plan.settings,
             sink=run, hooks=[probe, *hooks], listeners=listeners,
         )  # fmt: skip
         probe.finish()
-        if result.stopped:
-            run.set_tags({"infoflow.stopped": result.stopped})
+        saturated = probe.saturated()
+        warnings = tuple(w for w in (*probe.warnings, probe.saturation_warning()) if w)
+        run.set_tags(outcome_tags(result.stopped, saturated, warnings))
     except KeyboardInterrupt:
         run.end("KILLED")
         raise
     except BaseException as exc:
-        run.set_tags({"infoflow.error": f"{type(exc).__name__}: {exc}"[:5000]})
+        run.set_tags({ERROR_TAG: f"{type(exc).__name__}: {exc}"[:5000]})
         if probe is not None:
             with contextlib.suppress(Exception):  # best effort: figures of the measured epochs
                 probe.finish()
         run.end("FAILED")
         raise
     run.end("FINISHED")
-    return RunResult(run.run_id, result.metrics, result.steps, result.stopped)
+    return RunResult(run.run_id, result.metrics, result.steps, result.stopped, saturated,
+                     warnings)  # fmt: skip
+
+
+def outcome_tags(
+    stopped: str | None, saturated: Mapping[str, Sequence[str]], warnings: Sequence[str]
+) -> dict[str, str]:
+    """Tags of a run's end: why it stopped early, its saturated layers
+    (``"h1, h2 (binning); h3 (renyi)"``, or ``"none"``) and its warnings."""
+    tags = {SATURATED_TAG: saturated_text(saturated)}
+    if stopped:
+        tags[STOPPED_TAG] = stopped
+    if warnings:
+        tags[WARNINGS_TAG] = "\n".join(warnings)[:5000]
+    return tags
+
+
+def saturated_text(saturated: Mapping[str, Sequence[str]]) -> str:
+    """``{"binning": ["h1", "h2"]}`` -> ``"h1, h2 (binning)"``; empty -> ``"none"``."""
+    parts = [f"{', '.join(layers)} ({name})" for name, layers in saturated.items()]
+    return "; ".join(parts) or "none"

@@ -10,40 +10,62 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+#: One panel's series: {"mi_xt" | "mi_ty" | "ceiling_xt" | "ceiling_ty": {layer: per epoch}}.
+Plane = Mapping[str, Mapping[str, Sequence[float]]]
+_MARKERS = "osD^v<>pPhX*"
 
-def information_plane(
-    steps: Sequence[int],
-    mi_xt: Mapping[str, Sequence[float]],
-    mi_ty: Mapping[str, Sequence[float]],
-    *,
-    title: str = "information plane",
-) -> Figure:
-    """I(X;T) against I(T;Y), in bits: one trajectory per layer, points coloured by epoch.
 
-    ``mi_xt[layer]`` and ``mi_ty[layer]`` hold one value per entry of ``steps``.
-    """
-    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
-    ax = fig.add_subplot()
-    markers = "osD^v<>pPhX*"
+def information_plane(steps: Sequence[int], panels: Mapping[str, Plane]) -> Figure:
+    """I(X;T) against I(T;Y), in bits: a panel per estimator (titled by the key of
+    ``panels``), one trajectory per layer, points coloured by epoch, and the estimator's
+    ceilings as dashed lines (a layer on the vertical one measures nothing but the probe)."""
+    fig = Figure(figsize=(6.4 * len(panels), 4.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
     points = None
-    for i, layer in enumerate(mi_xt):
-        x, y = np.asarray(mi_xt[layer]), np.asarray(mi_ty[layer])
-        ax.plot(x, y, color="0.6", linewidth=0.8, zorder=1)
-        points = ax.scatter(
-            x, y, c=steps, cmap="viridis", marker=markers[i % len(markers)], s=28,
-            vmin=min(steps), vmax=max(steps), label=layer, zorder=2, edgecolors="none",
-        )  # fmt: skip
-        ax.annotate(layer, (x[-1], y[-1]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    if points is not None:
-        fig.colorbar(points, ax=ax, label="epoch")
+    for ax, (title, plane) in zip(axes, panels.items(), strict=True):
+        for i, layer in enumerate(plane["mi_xt"]):
+            x, y = np.asarray(plane["mi_xt"][layer]), np.asarray(plane["mi_ty"][layer])
+            ax.plot(x, y, color="0.6", linewidth=0.8, zorder=1)
+            points = ax.scatter(
+                x, y, c=steps, cmap="viridis", marker=_MARKERS[i % len(_MARKERS)], s=28,
+                vmin=min(steps), vmax=max(steps), label=layer, zorder=2, edgecolors="none",
+            )  # fmt: skip
+            ax.annotate(layer, (x[-1], y[-1]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)  # fmt: skip
+        draw_ceilings(ax, plane)
         legend = ax.legend(loc="best", fontsize=8, title="layer")
         for handle in legend.legend_handles:
             handle.set_color("0.3")
+        _plane_axes(ax, title)
+    if points is not None:
+        fig.colorbar(points, ax=axes.tolist(), label="epoch")
+    return fig
+
+
+def draw_ceilings(ax, plane: Plane) -> None:
+    """Dashed lines at each distinct ceiling of I(X;T) (vertical) and I(T;Y) (horizontal)."""
+    for quantity, line in (("ceiling_xt", ax.axvline), ("ceiling_ty", ax.axhline)):
+        finals = {round(v[-1], 3) for v in plane.get(quantity, {}).values() if len(v)}
+        for value in sorted(v for v in finals if np.isfinite(v)):
+            line(value, color="tab:red", linestyle="--", linewidth=0.9, alpha=0.7, zorder=0)
+            where = (value, 0.02) if quantity == "ceiling_xt" else (0.02, value)
+            ax.annotate(f"ceiling {value:.2f}", where, xycoords=_ceiling_coords(ax, quantity),
+                        fontsize=7, color="tab:red", rotation=90 * (quantity == "ceiling_xt"),
+                        va="bottom", ha="left")  # fmt: skip
+
+
+def _ceiling_coords(ax, quantity: str):
+    """Data units along the ceiling's axis, axes fraction across it."""
+    return ax.get_xaxis_transform() if quantity == "ceiling_xt" else ax.get_yaxis_transform()
+
+
+def _plane_axes(ax, title: str) -> None:
     ax.set_xlabel("I(X;T) [bits]")
     ax.set_ylabel("I(T;Y) [bits]")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    return fig
 
 
 def cka_heatmap(matrix: np.ndarray, labels: Sequence[str], *, title: str = "linear CKA") -> Figure:
@@ -124,36 +146,27 @@ def curves(
     return fig
 
 
-def information_planes(
-    trials: Mapping[str, tuple[Mapping[str, Sequence[float]], Mapping[str, Sequence[float]]]],
-    *,
-    title: str = "information plane of the best trials",
-) -> Figure:
-    """Several runs in one information plane: a colour per run, a marker per layer.
-
-    ``trials[label] = (mi_xt, mi_ty)``, each ``{layer: values per epoch}`` in bits; the last
-    epoch of each layer is drawn larger.
-    """
+def information_planes(trials: Mapping[str, Plane], *, title: str) -> Figure:
+    """Several runs in one information plane: a colour per run, a marker per layer, the
+    ceilings dashed. ``trials[label]`` is a run's :data:`Plane`; the last epoch of each layer
+    is drawn larger."""
     fig = Figure(figsize=(6.8, 5.0), layout="constrained")
     ax = fig.add_subplot()
-    markers = "osD^v<>pPhX*"
     colors = [f"C{i % 10}" for i in range(len(trials))]
     layers: list[str] = []
-    for color, (label, (mi_xt, mi_ty)) in zip(colors, trials.items(), strict=True):
-        for layer in mi_xt:
+    for color, (label, plane) in zip(colors, trials.items(), strict=True):
+        for layer in plane["mi_xt"]:
             if layer not in layers:
                 layers.append(layer)
-            marker = markers[layers.index(layer) % len(markers)]
-            x, y = np.asarray(mi_xt[layer]), np.asarray(mi_ty[layer])
+            marker = _MARKERS[layers.index(layer) % len(_MARKERS)]
+            x, y = np.asarray(plane["mi_xt"][layer]), np.asarray(plane["mi_ty"][layer])
             ax.plot(x, y, color=color, linewidth=0.9, marker=marker, markersize=3, alpha=0.8)
             ax.scatter(x[-1:], y[-1:], color=color, marker=marker, s=40, zorder=3)
         ax.plot([], [], color=color, label=label)
+        draw_ceilings(ax, plane)
     for i, layer in enumerate(layers):
-        ax.scatter([], [], color="0.3", marker=markers[i % len(markers)], label=layer)
-    ax.set_xlabel("I(X;T) [bits]")
-    ax.set_ylabel("I(T;Y) [bits]")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
+        ax.scatter([], [], color="0.3", marker=_MARKERS[i % len(_MARKERS)], label=layer)
+    _plane_axes(ax, title)
     if trials:
         ax.legend(loc="best", fontsize=7, ncol=2)
     return fig

@@ -83,10 +83,22 @@ class Plugin:
         return F.cross_entropy(model(x), y)
 
     def fit(self, model: torch.nn.Module, ctx: RunContext) -> None:
-        """Train ``model`` for ``ctx.epochs`` epochs; the default is the engine's backprop loop."""
-        from infoflow_track.engine import fit_backprop
-
+        """Train ``model`` for ``ctx.epochs`` epochs; the default is :func:`fit_backprop`."""
         fit_backprop(self, model, ctx)
+
+
+def fit_backprop(plugin: Plugin, model: torch.nn.Module, ctx: RunContext) -> None:
+    """The standard loop: minibatch SGD with the plugin's optimizer and training step; the
+    engine evaluates, measures and logs at each ``ctx.end_epoch``."""
+    optimizer = plugin.configure_optimizer(model, ctx.config)
+    for _ in range(ctx.epochs):
+        model.train()
+        for x, y in ctx.batches():
+            loss = plugin.training_step(model, x, y, ctx.config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        ctx.end_epoch(model)
 
 
 @dataclass

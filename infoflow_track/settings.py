@@ -1,66 +1,67 @@
-"""Run-level settings: everything about a run that is not a plugin hyperparameter."""
+"""Run-level settings: everything about a run that is not a plugin hyperparameter.
+
+Declared once, as hyperparameters are (:func:`~infoflow_track.hparams.hparam`): the ``infoflow
+run`` options, ``--set`` on ``run`` and ``study``, the ``[settings]`` table of study specs,
+their checks, params and help are all derived from :class:`RunSettings`.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
 
 from infoflow_track.errors import UserError, choices_text
+from infoflow_track.hparams import HParams, hparam, parse_config
 
 MAX_SEED = 2**32 - 1  # numpy and scikit-learn take seeds below 2**32
-MI_ESTIMATORS = ("binning", "kde")
+#: The estimators of a run when none are named: the first is primary (``mi_xt/<layer>``).
+DEFAULT_ESTIMATORS = ("renyi", "binning")
 
 
 @dataclass(frozen=True)
-class RunSettings:
-    """Dataset, split, schedule, seed and device of one run; validated on construction.
+class RunSettings(HParams):
+    """Dataset, split, schedule, seed, device, probe and estimators of one run; validated on
+    construction. Estimator options live beside it (see :mod:`infoflow_track.estimators`)."""
 
-    ``classes`` keeps a subset of the dataset's labels (relabelled 0..k-1 in the given order);
-    ``probe_size`` is the number of fixed samples on which measures are taken every epoch;
-    ``mi`` picks the MI estimator there: layer-wise ``binning`` into ``bins`` bins, or the
-    ``kde`` upper bound with Gaussian noise of variance ``noise_var``.
-    """
+    kind = "setting"
 
-    dataset: str = "digits"
-    classes: tuple[int, ...] | None = None
-    epochs: int = 10
-    batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"
-    probe_size: int = 4096
-    test_fraction: float = 0.2
-    split_seed: int = 0
-    mi: str = "binning"
-    bins: int = 30
-    noise_var: float = 0.1
+    dataset: str = hparam("digits", help="dataset spec, see `infoflow datasets`")
+    classes: tuple[int, ...] | None = hparam(
+        None, none="all", low=0, help="class subset, relabelled 0..k-1 in this order, e.g. 8,9"
+    )
+    epochs: int = hparam(10, low=1, high=10**7, help="training epochs")
+    batch_size: int = hparam(64, low=1, high=10**9, help="minibatch size")
+    seed: int = hparam(0, low=0, high=MAX_SEED, help="seed of initialisation and batch order")
+    device: str = hparam("auto", help="auto, cpu, cuda or cuda:N")
+    probe_size: int = hparam(
+        4096, low=2, high=10**9, help="samples of the fixed probe set measured every epoch"
+    )
+    test_fraction: float = hparam(
+        0.2, low=0.0, high=1.0, help="share of samples held out, strictly between 0 and 1"
+    )
+    split_seed: int = hparam(0, low=0, high=MAX_SEED, help="seed of the train/test split")
+    mi: tuple[str, ...] = hparam(
+        DEFAULT_ESTIMATORS,
+        help="MI estimators on the probe set, the first primary (see `infoflow estimators "
+        "list`); options as --set ESTIMATOR.OPTION=VALUE",
+    )
 
     def __post_init__(self) -> None:
-        _in_range("epochs", self.epochs, 1, 10**7)
-        _in_range("batch-size", self.batch_size, 1, 10**9)
-        _in_range("seed", self.seed, 0, MAX_SEED)
-        _in_range("probe-size", self.probe_size, 1, 10**9)
-        _in_range("split-seed", self.split_seed, 0, MAX_SEED)
-        _in_range("bins", self.bins, 1, 2**15)
-        if self.mi not in MI_ESTIMATORS:
-            raise UserError(f"invalid --mi {self.mi!r}: valid are {choices_text(MI_ESTIMATORS)}")
-        if not (math.isfinite(self.noise_var) and self.noise_var > 0.0):
-            raise UserError(f"invalid --noise-var {self.noise_var}: valid is a number > 0")
-        if not (math.isfinite(self.test_fraction) and 0.0 < self.test_fraction < 1.0):
-            raise UserError(f"invalid --test-fraction {self.test_fraction}: valid is 0 < x < 1")
+        super().__post_init__()
+        if not 0.0 < self.test_fraction < 1.0:
+            raise UserError(
+                f"invalid value {self.test_fraction!r} for setting 'test_fraction': valid is "
+                "0 < x < 1"
+            )
         if self.classes is not None:
             shown = ",".join(map(str, self.classes))
             if len(self.classes) < 2:
-                raise UserError(f"invalid --classes {shown}: give at least two classes")
+                raise UserError(f"invalid setting classes {shown}: give at least two classes")
             if len(set(self.classes)) != len(self.classes):
-                raise UserError(f"invalid --classes {shown}: a class is repeated")
-
-    def as_params(self) -> dict[str, str]:
-        """Flat ``{name: text}`` form for tracking."""
-        out = {k: str(v) for k, v in asdict(self).items()}
-        out["classes"] = "all" if self.classes is None else ",".join(map(str, self.classes))
-        return out
+                raise UserError(f"invalid setting classes {shown}: a class is repeated")
+        if len(set(self.mi)) != len(self.mi):
+            raise UserError(f"invalid setting mi {','.join(self.mi)}: an estimator is repeated")
 
 
 #: Names a plugin hyperparameter may not take: they are run params of every run.
@@ -72,52 +73,33 @@ def settings_from(values: Mapping[str, Any]) -> RunSettings:
 
     An unknown name or unreadable value is a :class:`UserError` naming the setting.
     """
-    defaults = RunSettings()
-    typed: dict[str, Any] = {}
-    for name, value in values.items():
-        if name not in RUN_SETTING_NAMES:
-            raise UserError(
-                f"unknown setting '{name}': valid are {choices_text(sorted(RUN_SETTING_NAMES))}"
-            )
-        if name == "classes":
-            typed[name] = _classes_value(value)
-            continue
-        kind = type(getattr(defaults, name))
-        if isinstance(value, str) and kind is not str:
-            try:
-                value = kind(value.strip())
-            except ValueError:
-                raise UserError(
-                    f"cannot read {value!r} as {kind.__name__} for setting '{name}'"
-                ) from None
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise UserError(f"invalid setting '{name}' = {value!r}: expected {kind.__name__}")
-        typed[name] = value
-    return RunSettings(**typed)
+    return parse_config(RunSettings, values)
 
 
-def _classes_value(value: Any) -> tuple[int, ...] | None:
-    if isinstance(value, str):
-        return parse_classes(value)
-    if isinstance(value, list) and all(type(v) is int for v in value):
-        return tuple(value)
-    raise UserError(f"invalid setting 'classes' = {value!r}: give a list of labels, e.g. [8, 9]")
+class Assignments(NamedTuple):
+    """``--set`` values sorted by what they set."""
+
+    settings: dict[str, Any]  # run setting -> value
+    hyperparameters: dict[str, Any]  # plugin hyperparameter -> value
+    estimator_options: dict[str, dict[str, Any]]  # estimator -> {option: value}
 
 
-def parse_classes(text: str | None) -> tuple[int, ...] | None:
-    """``"8,9"`` -> ``(8, 9)``; ``None`` or ``"all"`` -> ``None`` (every class)."""
-    if text is None or text.strip().lower() == "all":
-        return None
-    try:
-        return tuple(int(p) for p in text.split(","))
-    except ValueError:
+def split_assignments(
+    values: Mapping[str, Any], hyperparameters: Iterable[str], plugin: str
+) -> Assignments:
+    """Sort ``{key: value}`` into run settings, hyperparameters of ``plugin`` and estimator
+    options ``ESTIMATOR.OPTION``; any other key is a UserError listing the valid ones."""
+    from infoflow_track.estimators import split_options
+
+    plain, options = split_options(values)
+    names = set(hyperparameters)
+    stray = sorted(k for k in plain if k not in RUN_SETTING_NAMES and k not in names)
+    if stray:
         raise UserError(
-            f"invalid --classes {text!r}: expected comma-separated integer labels, e.g. 8,9"
-        ) from None
-
-
-def _in_range(name: str, value: int, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise UserError(f"invalid --{name} {value!r}: valid is an integer {low}..{high}")
+            f"unknown --set key '{stray[0]}': valid are run settings "
+            f"({choices_text(sorted(RUN_SETTING_NAMES))}), hyperparameters of {plugin} "
+            f"({choices_text(sorted(names))}) and estimator options ESTIMATOR.OPTION (see "
+            "`infoflow estimators show NAME`)"
+        )
+    settings = {k: v for k, v in plain.items() if k in RUN_SETTING_NAMES}
+    return Assignments(settings, {k: v for k, v in plain.items() if k in names}, options)

@@ -204,6 +204,29 @@ class Tracker:
         )
         return RunLogger(self.client, run.info.run_id)
 
+    def run(self, run_id: str) -> RunLogger:
+        """The logger of an existing run."""
+        return RunLogger(self.client, run_id)
+
+    def experiment_of(self, run_id: str | None) -> str | None:
+        """The experiment id of run ``run_id``, or None if this store has no such run."""
+        from mlflow.exceptions import MlflowException
+
+        if not run_id:
+            return None
+        try:
+            return self.client.get_run(run_id).info.experiment_id
+        except MlflowException:
+            return None
+
+    def histories(self, run_id: str, keep: Any) -> dict[str, tuple[list[int], list[float]]]:
+        """``{key: (steps, values)}`` of the run's metrics whose key ``keep(key)`` accepts."""
+        out = {}
+        for key in filter(keep, self.client.get_run(run_id).data.metrics):
+            points = sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.step)
+            out[key] = ([m.step for m in points], [m.value for m in points])
+        return out
+
 
 def _check_server_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """For an http(s) store, one quick /health request: MLflow's own client retries an
@@ -269,6 +292,14 @@ class RunLogger:
     def end(self, status: str = "FINISHED") -> None:
         """Close the run as FINISHED, FAILED or KILLED."""
         self.client.set_terminated(self.run_id, status=status)
+
+    def reopen(self) -> None:
+        """Mark a closed run RUNNING again (a continued study's parent run)."""
+        self.client.update_run(self.run_id, status="RUNNING")
+
+    @property
+    def status(self) -> str:
+        return self.client.get_run(self.run_id).info.status
 
 
 def git_state(path: Path) -> tuple[str, bool] | None:

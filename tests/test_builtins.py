@@ -22,6 +22,7 @@ from infoflow_plugins.weight_feedback import (
 from infoflow_track import UserError
 from infoflow_track.data import load_dataset
 from infoflow_track.engine import build_model, train
+from infoflow_track.estimators import resolve_estimators
 from infoflow_track.measures import mi_soft_per_unit
 from infoflow_track.probe import LayerProbe
 from infoflow_track.settings import RunSettings
@@ -67,12 +68,13 @@ def test_mlp_probes_every_hidden_layer_by_name_after_its_activation(activation, 
 
 
 def test_a_narrower_bottleneck_ends_with_less_information_about_the_input(digits) -> None:
-    settings = RunSettings(dataset="digits", epochs=3, bins=8)
+    settings = RunSettings(dataset="digits", epochs=3, mi=("binning",))
     ends = {}
     for width in (2, 50):
         config = BottleneckConfig(bottleneck=width)
         model = build_model(BottleneckPlugin(), config, digits, settings.seed)
-        probe = LayerProbe(model, digits, settings)
+        estimators = resolve_estimators(settings.mi, {"binning": {"n_bins": 8}}).estimators
+        probe = LayerProbe(model, digits, estimators)
         result = train(BottleneckPlugin(), model, config, digits, settings, hooks=[probe])
         ends[width] = (result.metrics["mi_xt/bottleneck"], result.metrics["mi_ty/bottleneck"])
         assert list(probe.layers) == ["hidden", "bottleneck"]

@@ -40,7 +40,7 @@ def test_run_records_every_epoch_of_every_metric(digits_run) -> None:
     assert run.info.run_id in proc.stdout
     for key in METRICS:
         history = client.get_metric_history(run.info.run_id, key)
-        assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1)), key
+        assert sorted(m.step for m in history) == list(range(EPOCHS + 1)), key  # 0: init
 
 
 def test_run_records_all_params_and_identity_tags(digits_run) -> None:
@@ -64,14 +64,28 @@ def test_run_records_all_params_and_identity_tags(digits_run) -> None:
 def test_run_measures_every_layer_every_epoch_and_logs_figures(digits_run) -> None:
     _, _, client, run = digits_run
     run_id = run.info.run_id
+    kinds = ("mi_xt", "mi_ty", "ceiling_xt", "ceiling_ty", "mi_xt.binning", "mi_ty.binning",
+             "ceiling_xt.binning", "ceiling_ty.binning", "cka_label", "cka_init")  # fmt: skip
     for layer in ("hidden1", "hidden2", "hidden3"):
-        for kind in ("mi_xt", "mi_ty", "cka_label", "cka_init"):
+        for kind in kinds:
             steps = sorted(m.step for m in client.get_metric_history(run_id, f"{kind}/{layer}"))
-            assert steps == list(range(1, EPOCHS + 1)), (kind, layer)
-    assert len(client.list_artifacts(run_id, "cka")) == EPOCHS
+            assert steps == list(range(EPOCHS + 1)), (kind, layer)
+    assert len(client.list_artifacts(run_id, "cka")) == EPOCHS + 1
     plots = sorted(a.path for a in client.list_artifacts(run_id, "plots"))
     assert plots == ["plots/cka_heatmap.png", "plots/information_plane.png"]
-    assert run.data.params["mi"] == "binning" and run.data.params["bins"] == "30"
+    params = run.data.params
+    assert params["mi"] == "renyi,binning" and params["mi.binning.n_bins"] == "30"
+    assert params["mi.renyi.alpha"] == "1.01" and params["mi.renyi.scale"] == "0.5"
+
+
+def test_default_estimators_keep_wide_layers_off_their_ceiling(digits_run) -> None:
+    _, proc, _, run = digits_run
+    metrics = run.data.metrics
+    for layer in ("hidden1", "hidden2", "hidden3"):  # 256, 128, 64 units
+        assert metrics[f"mi_xt/{layer}"] < 0.95 * metrics[f"ceiling_xt/{layer}"]  # renyi
+    assert run.data.tags["infoflow.saturated"].endswith("(binning)")  # binning sits there
+    assert "warning: I(X;T) stayed within 1% of its ceiling" in proc.stderr
+    assert "binning.n_bins" in proc.stderr
 
 
 def test_default_mlp_learns_digits(digits_run) -> None:
@@ -92,9 +106,9 @@ BAD_INPUTS = {
     "unavailable device": (["run", "mlp", "--device", "cuda:99"], "'cuda:99'", "auto, cpu"),
     "unknown device": (["run", "mlp", "--device", "tpu"], "'tpu'", "auto, cpu"),
     "absent class": (["run", "mlp", "--classes", "8,42"], "42", "0, 1, 2"),
-    "zero epochs": (["run", "mlp", "--epochs", "0"], "--epochs 0", "1..10000000"),
+    "zero epochs": (["run", "mlp", "--epochs", "0"], "setting 'epochs'", "1 <= x <= 10000000"),
     "unknown plugin to show": (["plugins", "show", "nope"], "'nope'", "mlp"),
-    "seed too large": (["run", "mlp", "--seed", str(2**70)], "--seed", "0..4294967295"),
+    "seed too large": (["run", "mlp", "--seed", str(2**70)], "'seed'", "0 <= x <= 4294967295"),
     "split impossible": (
         ["run", "mlp", "--dataset", "synthetic:size=10,classes=4"],
         "too few samples",
@@ -109,9 +123,22 @@ BAD_INPUTS = {
     "blank experiment": (["run", "mlp", "--experiment", " "], "experiment name ' '", "1 to 500"),
     "long experiment": (["run", "mlp", "--experiment", "e" * 501], "experiment name", "1 to 500"),
     "Default experiment": (["run", "mlp", "--experiment", "Default"], "'Default'", "another"),
-    "unknown estimator": (["run", "mlp", "--mi", "knn"], "--mi 'knn'", "binning, kde"),
-    "zero bins": (["run", "mlp", "--bins", "0"], "--bins 0", "1..32768"),
-    "negative noise": (["run", "mlp", "--noise-var", "-1"], "--noise-var -1", "> 0"),
+    "unknown estimator": (["run", "mlp", "--mi", "knn"], "estimator 'knn'", "binning, kde"),
+    "repeated estimator": (["run", "mlp", "--mi", "kde,kde"], "mi kde,kde", "repeated"),
+    "zero bins": (["run", "mlp", "--set", "binning.n_bins=0"], "'n_bins'", "1 <= x <= 32768"),
+    "negative noise": (
+        ["run", "mlp", "--mi", "kde", "--set", "kde.noise_var=-1"],
+        "'noise_var'",
+        "1e-12 <= x",
+    ),
+    "option of an unused estimator": (
+        ["run", "mlp", "--set", "kde.noise_var=1"],
+        "estimator 'kde'",
+        "renyi, binning",
+    ),
+    "unknown estimator option": (["run", "mlp", "--set", "renyi.sigma=1"], "'sigma'", "alpha"),
+    "bad renyi alpha": (["run", "mlp", "--set", "renyi.alpha=x"], "'alpha'", "float"),
+    "setting given twice": (["run", "mlp", "--epochs", "2", "--set", "epochs=3"], "epochs", "once"),
 }
 
 

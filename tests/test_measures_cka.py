@@ -217,6 +217,47 @@ def test_accumulating_k_batches_equals_the_one_shot_formula() -> None:
     assert matrix[0, 1].item() == pytest.approx(1.0)
 
 
+def nguyen_minibatch_cka(x: np.ndarray, y: np.ndarray, batches: list[slice]) -> float:
+    """efficient_CKA.py's accumulation, transcribed: per batch, the U-centred Gram matrices
+    (Szekely & Rizzo 2014) as vectors, their inner products summed unnormalised."""
+
+    def u_centred(a: np.ndarray) -> np.ndarray:
+        gram = a @ a.T
+        n = len(gram)
+        np.fill_diagonal(gram, 0.0)
+        means = gram.sum(0) / (n - 2)
+        means -= means.sum() / (2 * (n - 1))
+        gram = gram - means[:, None] - means[None, :]
+        np.fill_diagonal(gram, 0.0)
+        return gram.ravel()
+
+    sums = np.zeros(3)
+    for b in batches:
+        gx, gy = u_centred(x[b]), u_centred(y[b])
+        sums += [gx @ gy, gx @ gx, gy @ gy]
+    return float(sums[0] / np.sqrt(sums[1] * sums[2]))
+
+
+def test_minibatch_cka_weights_batches_once_or_by_their_pairs_as_nguyen_et_al() -> None:
+    x, y = related(21, n=300)
+    batches = [slice(0, 128), slice(128, 256), slice(256, 300)]  # a smaller last batch
+    per_batch, per_pair = MinibatchCKA(), MinibatchCKA(weighting="pairs")
+    for b in batches:
+        per_batch.update([x[b]], [y[b]])
+        per_pair.update([x[b]], [y[b]])
+    reference = nguyen_minibatch_cka(x.numpy(), y.numpy(), batches)
+    assert per_pair.compute().item() == pytest.approx(reference, abs=1e-10)
+    assert per_batch.compute().item() != pytest.approx(reference, abs=1e-6)  # they differ
+    equal = [slice(0, 100), slice(100, 200), slice(200, 300)]
+    once, pairs = MinibatchCKA(), MinibatchCKA(weighting="pairs")
+    for b in equal:
+        once.update([x[b]], [y[b]])
+        pairs.update([x[b]], [y[b]])
+    assert once.compute().item() == pytest.approx(pairs.compute().item(), abs=1e-12)
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        MinibatchCKA(weighting="samples")
+
+
 def test_minibatch_cka_tracks_the_debiased_full_data_value() -> None:
     x, y = related(16, n=4096)
     acc = MinibatchCKA()

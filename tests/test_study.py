@@ -86,9 +86,9 @@ def test_cli_study_records_trials_in_journal_and_parent_child_runs(tmp_path: Pat
         assert run.data.params["activation"] == trial.params["activation"]
         assert run.data.params["widths"] == "16"
         history = client.get_metric_history(run.info.run_id, "acc/test")
-        assert [m.step for m in history] == [1, 2]
+        assert [m.step for m in history] == [0, 1, 2]  # 0: the model at initialisation
         assert history[-1].value == trial.value
-        assert len(client.get_metric_history(run.info.run_id, "mi_xt/hidden1")) == 2
+        assert len(client.get_metric_history(run.info.run_id, "mi_xt/hidden1")) == 3
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/trials.csv", "report/optimization_history.png",
             "report/param_importances.png", "report/accuracy_best.png",

@@ -77,7 +77,8 @@ def test_a_scaffolded_plugin_installs_lists_runs_studies_and_uninstalls(
     assert run.data.tags["infoflow.plugin_version"] == "0.1.0"
     assert run.data.tags["infoflow.plugin_class"] == f"{MODULE}.plugin:ScaffoldE2ePlugin"
     assert run.data.tags["infoflow.plugin_api"] == "1.0"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "mi_xt/hidden")] == [1, 2]
+    history = client.get_metric_history(run.info.run_id, "mi_xt/hidden")
+    assert [m.step for m in history] == [0, 1, 2]  # 0: the model at initialisation
 
     studied = run_cli("study", f"studies/{NAME}.toml", "--n-trials", "2", "--set", "epochs=1",
                       "--set", "probe_size=256", "--name", "e2e", cwd=package, env=env)  # fmt: skip

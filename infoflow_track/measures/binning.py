@@ -22,11 +22,18 @@ def entropy_bits(counts: torch.Tensor) -> torch.Tensor:
     return -torch.special.xlogy(p, p).sum(dim=-1) / _LN2
 
 
-def bin_codes(t: torch.Tensor, *, n_bins: int = 30, bin_width: float | None = None) -> torch.Tensor:
+def bin_codes(
+    t: torch.Tensor,
+    *,
+    n_bins: int = 30,
+    bin_width: float | None = None,
+    value_range: tuple[float, float] | None = None,
+) -> torch.Tensor:
     """Bin index of every activation: (N, ...) -> (N, D) small non-negative integers.
 
     With ``bin_width`` None, ``n_bins`` equal bins span the layer's range [min, max] over all
-    its units and samples (the top edge falls in the last bin); otherwise bins of that fixed
+    its units and samples (the top edge falls in the last bin), or the fixed ``value_range``
+    (low, high) when given (values outside fall in the end bins); otherwise bins of that fixed
     width are anchored at 0 (edges at k * bin_width), so unbounded activations need no range.
     """
     t = t.reshape(t.shape[0], -1)
@@ -35,7 +42,13 @@ def bin_codes(t: torch.Tensor, *, n_bins: int = 30, bin_width: float | None = No
     if bin_width is None:
         if n_bins < 1:
             raise ValueError(f"n_bins must be at least 1, got {n_bins}")
-        codes = _range_codes(t, n_bins, per_unit=False)
+        if value_range is None:
+            codes = _range_codes(t, n_bins, per_unit=False)
+        else:
+            low, high = value_range
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise ValueError(f"value_range must be finite (low, high), got {value_range}")
+            codes = ((t - low) * (n_bins / (high - low))).floor_().clamp_(0, n_bins - 1)
         n_codes = n_bins
     else:
         if not (math.isfinite(bin_width) and bin_width > 0):
@@ -64,13 +77,60 @@ def _code_dtype(n_codes: int) -> torch.dtype:
     return torch.int32 if n_codes <= 2**31 else torch.int64
 
 
+def equal_mass_codes(t: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """Per-unit equal-mass bins: (N, ...) -> (N, D) codes 0..n_bins-1.
+
+    A sample's code in a unit is floor(n_bins x (samples below its value in that unit) / N):
+    the unit's k/n_bins quantiles are its bin edges, so each bin holds about N/n_bins samples,
+    equal values always share a bin and a unit with few distinct values uses fewer bins
+    (a half-zero ReLU unit: the zeros in bin 0). Invariant to any increasing transform of a
+    unit. Adaptive binning of Chelombiev, Houghton & O'Donnell (ICLR 2019).
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    t = t.reshape(t.shape[0], -1)
+    t = t.float() if t.element_size() < 4 else t
+    columns = t.T.contiguous()  # (D, N)
+    below = torch.searchsorted(columns.sort(dim=1).values, columns)  # (D, N): values < each
+    return ((below * n_bins) // t.shape[0]).T.to(_code_dtype(n_bins))
+
+
 def symbols(codes: torch.Tensor) -> torch.Tensor:
     """(N, D) codes -> (N,) ids 0..S-1: samples with the same whole vector share an id."""
     return torch.unique(codes, dim=0, return_inverse=True)[1]
 
 
+def mi_of_codes(codes: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H(T), I(T;Y)) in bits (float64, 0-d) of binned activations (N, D) and labels (N,):
+    each row's whole code vector is one symbol."""
+    ids = symbols(codes)
+    n_classes = class_count(y)
+    h_t = entropy_bits(torch.bincount(ids).double())
+    h_y = entropy_bits(torch.bincount(y).double())
+    h_ty = entropy_bits(torch.bincount(ids * n_classes + y).double())
+    return h_t, (h_t + h_y - h_ty).clamp_min(0)
+
+
+def mi_adaptive_binned(
+    t: torch.Tensor, y: torch.Tensor, *, n_bins: int = 10
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(I(X;T), I(T;Y)) in bits by per-unit equal-mass bins (:func:`equal_mass_codes`), each
+    sample's whole binned vector one symbol; 0-d tensors on ``t``'s device, NaN for
+    activations that are not all finite."""
+    t, y = layer_and_labels(t, y)
+    if not all_finite(t):
+        return _undefined(t), _undefined(t)
+    h_t, i_ty = mi_of_codes(equal_mass_codes(t, n_bins), y)
+    return h_t.to(t.dtype), i_ty.to(t.dtype)
+
+
 def mi_binned(
-    t: torch.Tensor, y: torch.Tensor, *, n_bins: int = 30, bin_width: float | None = None
+    t: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    n_bins: int = 30,
+    bin_width: float | None = None,
+    value_range: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(I(X;T), I(T;Y)) in bits by layer-wise binning; 0-d tensors on ``t``'s device.
 
@@ -78,7 +138,7 @@ def mi_binned(
     ----------
     t : (N, ...) activations of one layer on the probe set.
     y : (N,) integer class labels.
-    n_bins, bin_width : see :func:`bin_codes`.
+    n_bins, bin_width, value_range : see :func:`bin_codes`.
 
     Each sample's whole binned vector is one symbol, so I(X;T) = H(T) (at most log2 N) and
     I(T;Y) = H(T) + H(Y) - H(T,Y), with 0 <= I(T;Y) <= min(I(X;T), H(Y)). Activations that
@@ -87,12 +147,9 @@ def mi_binned(
     t, y = layer_and_labels(t, y)
     if not all_finite(t):
         return _undefined(t), _undefined(t)
-    ids = symbols(bin_codes(t, n_bins=n_bins, bin_width=bin_width))
-    n_classes = class_count(y)
-    h_t = entropy_bits(torch.bincount(ids).double())
-    h_y = entropy_bits(torch.bincount(y).double())
-    h_ty = entropy_bits(torch.bincount(ids * n_classes + y).double())
-    return h_t.to(t.dtype), (h_t + h_y - h_ty).clamp_min(0).to(t.dtype)
+    codes = bin_codes(t, n_bins=n_bins, bin_width=bin_width, value_range=value_range)
+    h_t, i_ty = mi_of_codes(codes, y)
+    return h_t.to(t.dtype), i_ty.to(t.dtype)
 
 
 def mi_per_unit(

@@ -104,11 +104,22 @@ class MinibatchCKA:
     """Streaming debiased linear CKA over minibatches (Nguyen et al. 2021).
 
     Each :meth:`update` adds the unbiased HSIC of every pair of layers on one batch; the CKA
-    matrix normalises the sums once: CKA_ij = sum_b HSIC_ij / sqrt(sum_b HSIC_ii sum_b HSIC_jj).
-    With one batch holding all samples it equals ``cka(x, y, debiased=True)``.
+    matrix normalises the sums once: CKA_ij = sum_b w_b HSIC_ij / sqrt(sum_b w_b HSIC_ii
+    sum_b w_b HSIC_jj). With one batch holding all samples it equals
+    ``cka(x, y, debiased=True)``.
+
+    ``weighting`` sets w_b: ``"batch"`` (default) counts each batch's estimate once;
+    ``"pairs"`` weights it by n_b (n_b - 3), the sum over its sample pairs that Nguyen et al.'s
+    ``efficient_CKA.py`` accumulates. The two agree when all batches have one size and differ
+    (by about 1e-3 on MNIST layers) when the last batch is smaller.
     """
 
-    def __init__(self) -> None:
+    WEIGHTINGS = ("batch", "pairs")
+
+    def __init__(self, weighting: str = "batch") -> None:
+        if weighting not in self.WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {self.WEIGHTINGS}, got {weighting!r}")
+        self.weighting = weighting
         self.cross: torch.Tensor | None = None  # (Lx, Ly) summed HSIC
         self.self_x: torch.Tensor | None = None  # (Lx,)
         self.self_y: torch.Tensor | None = None  # (Ly,)
@@ -122,6 +133,9 @@ class MinibatchCKA:
             raise ValueError(f"each batch needs the same >= 4 samples, got {gx.shape[1]}, "
                              f"{gy.shape[1]}")  # fmt: skip
         cross, self_x, self_y = _pairwise_unbiased_hsic(gx, gy)
+        if self.weighting == "pairs":
+            n = gx.shape[1]
+            cross, self_x, self_y = (v * (n * (n - 3)) for v in (cross, self_x, self_y))
         if self.cross is None:
             self.cross, self.self_x, self.self_y = cross, self_x, self_y
         else:

@@ -3,8 +3,10 @@
 On the parent run: ``report/trials.csv``, ``report/optimization_history.png``,
 ``report/param_importances.png`` (fANOVA, once two trials are complete),
 ``report/accuracy_best.png`` (test accuracy per epoch of the best trials) and
-``report/information_plane_best.png`` (their layers in one information plane); tags
-``infoflow.best_trial`` / ``infoflow.best_value`` for a single objective.
+``report/information_plane_best.png`` (their layers in one information plane, under the
+primary estimator, ceilings dashed); tags ``infoflow.best_trial`` / ``infoflow.best_value``
+for a single objective. Trials with layers whose I(X;T) never left its ceiling are named in
+the table's ``saturated`` column and listed by :func:`saturation_notes`.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from infoflow_track.errors import UserError, choices_text
+from infoflow_track.names import MI_QUANTITIES
 from infoflow_track.study.spec import read_spec, resolve_spec_path
 from infoflow_track.study.storage import (
     ABANDONED_ATTR,
     ERROR_ATTR,
     PARENT_ATTR,
     RUN_ID_ATTR,
+    SATURATED_ATTR,
     StorageRef,
     objectives_of,
 )
-from infoflow_track.tracking import RunLogger, Tracker
+from infoflow_track.tracking import Tracker
 
 BEST_SHOWN = 5  # trials drawn in the overlay figures
 
@@ -40,6 +44,7 @@ class TrialRow:
     seconds: float | None
     run_id: str | None
     note: str  # error of a failed trial, why an abandoned one was released
+    saturated: str = ""  # layers whose I(X;T) sat at its ceiling, e.g. "h1, h2 (binning)"
 
 
 def trial_rows(study: Any) -> list[TrialRow]:
@@ -50,8 +55,10 @@ def trial_rows(study: Any) -> list[TrialRow]:
         state = t.state.name + (" (abandoned)" if abandoned else "")
         seconds = t.duration.total_seconds() if t.duration is not None else None
         note = abandoned or t.user_attrs.get(ERROR_ATTR, "")
+        saturated = t.user_attrs.get(SATURATED_ATTR, "")
         rows.append(TrialRow(t.number, state, t.values, dict(t.params), seconds,
-                             t.user_attrs.get(RUN_ID_ATTR), note))  # fmt: skip
+                             t.user_attrs.get(RUN_ID_ATTR), note,
+                             "" if saturated == "none" else saturated))  # fmt: skip
     return rows
 
 
@@ -72,11 +79,11 @@ def rows_csv(rows: list[TrialRow], objectives: list[tuple[str, str]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["trial", "state", *(m for m, _ in objectives), *params, "seconds",
-                     "mlflow_run_id", "note"])  # fmt: skip
+                     "saturated", "mlflow_run_id", "note"])  # fmt: skip
     for row in rows:
         values = row.values or [None] * len(objectives)
         writer.writerow([row.number, row.state, *values, *(row.params.get(p) for p in params),
-                         row.seconds, row.run_id, row.note])  # fmt: skip
+                         row.seconds, row.saturated, row.run_id, row.note])  # fmt: skip
     return out.getvalue()
 
 
@@ -88,7 +95,7 @@ def publish_report(name: str, study: Any, tracker: Tracker, parent_run_id: str) 
 
     objectives = objectives_of(study)
     rows = trial_rows(study)
-    run = RunLogger(tracker.client, parent_run_id)
+    run = tracker.run(parent_run_id)
     run.log_text(rows_csv(rows, objectives), "report/trials.csv")
     notes = []
     complete = [r for r in rows if r.state == TrialState.COMPLETE.name]
@@ -113,14 +120,21 @@ def publish_report(name: str, study: Any, tracker: Tracker, parent_run_id: str) 
     )
     planes = {labels[n]: _plane(h) for n, h in histories.items()}
     run.log_figure(
-        plots.information_planes({k: v for k, v in planes.items() if v[0]},
+        plots.information_planes({k: v for k, v in planes.items() if v["mi_xt"]},
                                  title=f"{name}: information plane of the best trials"),
         "report/information_plane_best.png",
     )  # fmt: skip
+    notes += saturation_notes(rows)
     if len(objectives) == 1 and best:
         run.set_tags({"infoflow.best_trial": best[0],
                       "infoflow.best_value": by_number[best[0]].values[0]})  # fmt: skip
     return notes
+
+
+def saturation_notes(rows: list[TrialRow]) -> list[str]:
+    """One line per trial with layers whose I(X;T) stayed at its ceiling at every epoch."""
+    return [f"trial {r.number}: I(X;T) at its ceiling at every epoch for {r.saturated}"
+            for r in rows if r.saturated]  # fmt: skip
 
 
 def _importances(study: Any, objectives: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
@@ -141,22 +155,23 @@ def _importances(study: Any, objectives: list[tuple[str, str]]) -> dict[str, dic
 
 
 def _histories(tracker: Tracker, run_id: str | None) -> dict[str, tuple[list[int], list[float]]]:
-    """(epochs, values) of accuracy and the MI metrics of one run."""
+    """(epochs, values) of accuracy and the primary estimator's metrics of one run."""
     if run_id is None:
         return {}
-    keys = [k for k in tracker.client.get_run(run_id).data.metrics
-            if k == "acc/test" or k.startswith(("mi_xt/", "mi_ty/"))]  # fmt: skip
-    out = {}
-    for key in keys:
-        points = sorted(tracker.client.get_metric_history(run_id, key), key=lambda m: m.step)
-        out[key] = ([m.step for m in points], [m.value for m in points])
-    return out
+    prefixes = tuple(f"{q}/" for q in MI_QUANTITIES)
+    return tracker.histories(run_id, lambda k: k == "acc/test" or k.startswith(prefixes))
 
 
-def _plane(histories: dict[str, tuple[list[int], list[float]]]) -> tuple[dict, dict]:
-    mi_xt = {k.split("/", 1)[1]: v for k, (_, v) in histories.items() if k.startswith("mi_xt/")}
-    mi_ty = {k.split("/", 1)[1]: v for k, (_, v) in histories.items() if k.startswith("mi_ty/")}
-    return ({k: mi_xt[k] for k in mi_xt if k in mi_ty}, mi_ty)
+def _plane(histories: dict[str, tuple[list[int], list[float]]]) -> dict[str, dict]:
+    """The primary estimator's :data:`~infoflow_track.plots.Plane` of one run's histories."""
+    plane: dict[str, dict] = {q: {} for q in MI_QUANTITIES}
+    for key, (_, values) in histories.items():
+        quantity, _, layer = key.partition("/")
+        if quantity in plane:
+            plane[quantity][layer] = values
+    complete = [layer for layer in plane["mi_xt"] if layer in plane["mi_ty"]]
+    return {q: {layer: v for layer, v in series.items() if layer in complete}
+            for q, series in plane.items()}  # fmt: skip
 
 
 def study_name_of(target: str) -> str:
@@ -185,15 +200,11 @@ def load_for_report(name: str, ref: StorageRef, tracker_uri: str) -> tuple[Any, 
         ) from None
     parent = study.user_attrs.get(PARENT_ATTR)
     tracker = Tracker(tracker_uri)
-    from mlflow.exceptions import MlflowException
-
-    try:
-        tracker.client.get_run(parent)
-    except (MlflowException, TypeError):
+    if tracker.experiment_of(parent) is None:
         raise UserError(
             f"the parent run of study {name!r} is not in {tracker.uri}: pass the --tracking-uri "
             "the study used"
-        ) from None
+        )
     return study, tracker, parent
 
 
@@ -202,13 +213,16 @@ def table_data(study: Any) -> tuple[list[str], list[list[str]]]:
     objectives = objectives_of(study)
     rows = trial_rows(study)
     params = sorted({k for row in rows for k in row.params})
-    header = ["trial", "state", *(m for m, _ in objectives), *params, "seconds"]
+    saturated = any(row.saturated for row in rows)
+    header = ["trial", "state", *(m for m, _ in objectives), *params, "seconds",
+              *["saturated"] * saturated]  # fmt: skip
     body = []
     for row in rows:
         values = [f"{v:.4f}" for v in row.values] if row.values else [""] * len(objectives)
         shown = [_short(row.params.get(p)) for p in params]
         seconds = "" if row.seconds is None else f"{row.seconds:.1f}"
-        body.append([str(row.number), row.state, *values, *shown, seconds])
+        body.append([str(row.number), row.state, *values, *shown, seconds,
+                     *[row.saturated] * saturated])  # fmt: skip
     return header, body
 
 

@@ -97,7 +97,7 @@ def check_runnable(spec: StudySpec) -> None:
     make_sampler(spec.sampler, spec.grid(), 0)  # option values, before anything is written
     make_pruner(spec.pruner, spec.settings.epochs)
     first = {n: d.choices[0] if d.kind == "categorical" else d.low for n, d in spec.search.items()}
-    plan = plan_run(spec.plugin, {**spec.fixed, **first}, spec.settings)
+    plan = plan_run(spec.plugin, {**spec.fixed, **first}, spec.settings, spec.estimator_options)
     logged = plan.metric_names()
     for objective in spec.objectives:
         if objective.metric not in logged:
@@ -158,10 +158,6 @@ def _check_same_study(study: Any, spec: StudySpec, identity: dict, ref: StorageR
 
 def _parent_run(study: Any, spec: StudySpec, ref: StorageRef, tracker: Tracker, exp: str) -> str:
     """The study's MLflow parent run, created on first use and RUNNING while workers work."""
-    from mlflow.exceptions import MlflowException
-
-    from infoflow_track.tracking import RunLogger
-
     tags = {"infoflow.study": spec.name, "infoflow.plugin": spec.plugin,
             "infoflow.sampler": spec.sampler.describe(), "infoflow.pruner": spec.pruner.describe(),
             "infoflow.storage": ref.shown, "infoflow.n_trials": str(spec.n_trials),
@@ -169,20 +165,19 @@ def _parent_run(study: Any, spec: StudySpec, ref: StorageRef, tracker: Tracker, 
                                              for o in spec.objectives),
             "mlflow.note.content": spec.description}  # fmt: skip
     run_id = study.user_attrs.get(PARENT_ATTR)
-    try:
-        if run_id is not None and tracker.client.get_run(run_id).info.experiment_id == exp:
-            run = RunLogger(tracker.client, run_id)
-            tracker.client.update_run(run_id, status="RUNNING")
-            run.set_tags(tags)
-            run.log_text(spec.text, "study/spec.toml")
-            return run_id
-    except MlflowException:  # the run is not in this tracking store: start one here
-        pass
+    if tracker.experiment_of(run_id) == exp:  # else not in this tracking store: start one here
+        run = tracker.run(run_id)
+        run.reopen()
+        run.set_tags(tags)
+        run.log_text(spec.text, "study/spec.toml")
+        return run_id
     run = tracker.start_run(spec.name, run_name=spec.name, tags=tags)
     identity = spec.identity()
     fixed = {f"fixed.{k}": v for k, v in identity["fixed"].items()}
     search = {f"search.{k}": json.dumps(v) for k, v in identity["search"].items()}
-    run.log_params({**spec.settings.as_params(), **fixed, **search})
+    options = {f"mi.{name}.{k}": v for name, opts in identity["estimators"].items()
+               for k, v in opts.items()}  # fmt: skip
+    run.log_params({**spec.settings.as_params(), **options, **fixed, **search})
     run.log_text(spec.text, "study/spec.toml")
     run.log_dict(identity, "study/spec.json")
     study.set_user_attr(PARENT_ATTR, run.run_id)
@@ -216,7 +211,7 @@ def run_study(
             released = release_abandoned(study, storage, tracker)
         if released:
             echo(f"released trials {released} of workers that ended without finishing them")
-        tracker.client.set_terminated(parent_run_id, status=status)
+        tracker.run(parent_run_id).end(status)
     return tally(study)
 
 
@@ -293,6 +288,8 @@ def work(
                     release(study, storage, frozen, "interrupted (Ctrl-C)", tracker)
                 raise
             echo(progress_line(outcome, study, spec))
+            for warning in outcome.warnings:
+                echo(f"  warning (trial {outcome.number}): {warning}")
 
 
 def _run_processes(job: StudyJob, workers: int, echo: Echo) -> None:

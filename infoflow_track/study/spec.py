@@ -10,6 +10,10 @@
     [settings]                     # run settings (see `infoflow run --help`)
     dataset = "digits"
     epochs = 3
+    mi = ["renyi", "binning"]      # MI estimators, the first primary (mi_xt/<layer>)
+
+    [estimator.binning]            # options of an estimator (`infoflow estimators show NAME`)
+    bin_width = 0.07
 
     [fixed]                        # hyperparameters held fixed
     activation = "relu"
@@ -34,27 +38,25 @@ Every error is a :class:`UserError` naming the spec and the key, raised before a
 from __future__ import annotations
 
 import math
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from infoflow_track.engine import EPOCH_METRICS, LAYER_NAME
 from infoflow_track.errors import UserError, choices_text
+from infoflow_track.estimators import resolve_estimators
 from infoflow_track.hparams import format_value, parse_config, specs
-from infoflow_track.probe import LAYER_MEASURES
-from infoflow_track.settings import RUN_SETTING_NAMES, RunSettings, settings_from
+from infoflow_track.names import CKA_MEASURES, EPOCH_METRICS, LAYER_KEY, MI_QUANTITIES
+from infoflow_track.settings import RunSettings, settings_from, split_assignments
 from infoflow_track.study.algorithms import Algorithm, check_algorithms, parse_algorithm
 from infoflow_track.study.space import Dimension, check_space, grid
 
-TOP_LEVEL_KEYS = ("name", "description", "plugin", "n_trials", "timeout", "settings", "fixed",
-                  "search", "objective", "sampler", "pruner")  # fmt: skip
+TOP_LEVEL_KEYS = ("name", "description", "plugin", "n_trials", "timeout", "settings",
+                  "estimator", "fixed", "search", "objective", "sampler", "pruner")  # fmt: skip
 DIRECTIONS = ("maximize", "minimize")
 MAX_TRIALS = 100_000
 DEFAULT_OBJECTIVE = {"metric": "acc/test", "direction": "maximize"}
-_LAYER_METRIC = re.compile(rf"({'|'.join(LAYER_MEASURES)})/{LAYER_NAME.pattern}")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class StudySpec:
     name: str
     plugin: str
     settings: RunSettings
+    estimator_options: Mapping[str, Mapping[str, str]]  # estimator -> {option: text}, all
     fixed: Mapping[str, Any]  # hyperparameter -> typed value
     search: Mapping[str, Dimension]
     objectives: tuple[Objective, ...]
@@ -95,6 +98,7 @@ class StudySpec:
         return {
             "plugin": self.plugin,
             "settings": self.settings.as_params(),
+            "estimators": {k: dict(v) for k, v in self.estimator_options.items()},
             "fixed": {k: format_value(v) for k, v in sorted(self.fixed.items())},
             "search": {k: d.as_dict() for k, d in sorted(self.search.items())},
             "objectives": [[o.metric, o.direction] for o in self.objectives],
@@ -181,19 +185,13 @@ def parse_spec(
     config_cls = plugin_cls.Config
     hparams = specs(config_cls)
 
-    setting_over = {k: v for k, v in overrides.items() if k in RUN_SETTING_NAMES}
-    fixed_over = {k: v for k, v in overrides.items() if k in hparams}
-    stray = sorted(set(overrides) - set(setting_over) - set(fixed_over))
-    if stray:
-        raise UserError(
-            f"unknown --set key '{stray[0]}': valid are run settings "
-            f"({choices_text(sorted(RUN_SETTING_NAMES))}) and hyperparameters of "
-            f"{plugin_name} ({choices_text(hparams)})"
-        )
+    given = split_assignments(overrides, hparams, plugin_name)
+    fixed_over = given.hyperparameters
     try:
-        settings = settings_from({**_table(raw, "settings", where), **setting_over})
+        settings = settings_from({**_table(raw, "settings", where), **given.settings})
     except UserError as exc:
         raise UserError(f"[settings] in {where}: {exc}") from None
+    estimator_options = _estimator_options(raw, given.estimator_options, settings, where)
     fixed_raw = {k: tuple(v) if isinstance(v, list) else v
                  for k, v in _table(raw, "fixed", where).items()}  # fmt: skip
     fixed = _check_fixed({**fixed_raw, **fixed_over}, config_cls, where)
@@ -215,7 +213,8 @@ def parse_spec(
     check_algorithms(sampler, pruner, len(objectives))
 
     spec = StudySpec(
-        name=study_name, plugin=plugin_name, settings=settings, fixed=fixed, search=search,
+        name=study_name, plugin=plugin_name, settings=settings,
+        estimator_options=estimator_options, fixed=fixed, search=search,
         objectives=objectives, sampler=sampler, pruner=pruner, n_trials=1, timeout=None,
         path=path, text=text, description=description,
     )  # fmt: skip
@@ -242,6 +241,23 @@ def _table(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
     return dict(value)
 
 
+def _estimator_options(
+    raw: Mapping[str, Any], over: Mapping[str, Mapping[str, Any]], settings: RunSettings,
+    where: str,
+) -> dict[str, dict[str, str]]:  # fmt: skip
+    """Every option of every estimator of the study, as text: the ``[estimator.NAME]`` tables
+    with the ``--set NAME.OPTION`` values over them, checked by the estimators."""
+    tables = _table(raw, "estimator", where)
+    for name, table in tables.items():
+        if not isinstance(table, Mapping):
+            raise UserError(f"[estimator.{name}] in {where} must be a table of options")
+    merged = {name: {**tables.get(name, {}), **over.get(name, {})} for name in {*tables, *over}}
+    try:
+        return resolve_estimators(settings.mi, merged).options()
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+
+
 def _check_fixed(fixed: dict[str, Any], config_cls: type, where: str) -> dict[str, Any]:
     """Typed values of the fixed hyperparameters, validated by the plugin's config."""
     try:
@@ -252,7 +268,8 @@ def _check_fixed(fixed: dict[str, Any], config_cls: type, where: str) -> dict[st
 
 
 def _objectives(raw: Any, plugin_cls: Any, where: str) -> tuple[Objective, ...]:
-    """The objectives: the engine's metrics, a layer measure, or one of the plugin's own."""
+    """The objectives: the engine's metrics, a layer key (``mi_xt/<layer>``,
+    ``mi_xt.renyi/<layer>``, ...), or one of the plugin's own."""
     items = raw if isinstance(raw, list) else [raw]
     named = (*EPOCH_METRICS, *plugin_cls.epoch_metrics)
     out = []
@@ -260,11 +277,11 @@ def _objectives(raw: Any, plugin_cls: Any, where: str) -> tuple[Objective, ...]:
         if not isinstance(item, Mapping) or set(item) - {"metric", "direction"}:
             raise UserError(f"[objective] in {where} takes only 'metric' and 'direction'")
         metric, direction = item.get("metric"), item.get("direction", "maximize")
-        if not isinstance(metric, str) or not (metric in named or _LAYER_METRIC.fullmatch(metric)):
+        if not isinstance(metric, str) or not (metric in named or LAYER_KEY.fullmatch(metric)):
             raise UserError(
                 f"invalid objective metric {metric!r} in {where}: valid are "
                 f"{choices_text(named)} or <measure>/<layer> with measure one of "
-                f"{choices_text(LAYER_MEASURES)}"
+                f"{choices_text((*MI_QUANTITIES, *CKA_MEASURES))}, optionally .<estimator>"
             )
         if direction not in DIRECTIONS:
             raise UserError(

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from infoflow_track.errors import UserError
+from infoflow_track.names import ERROR_TAG, TRIAL_STATE_TAG
 from infoflow_track.tracking import sqlite_path
 
 DEFAULT_JOURNAL = "optuna.journal"
@@ -41,6 +42,7 @@ OWNER_ATTR = "infoflow.owner"
 HEARTBEAT_ATTR = "infoflow.heartbeat"
 ABANDONED_ATTR = "infoflow.abandoned"
 ERROR_ATTR = "infoflow.error"
+SATURATED_ATTR = "infoflow.saturated"  # layers at their ceiling, as the run tag
 #: Study user attributes written by infoflow.
 PARENT_ATTR = "infoflow.mlflow_parent_run_id"
 IDENTITY_ATTR = "infoflow.spec"
@@ -226,11 +228,10 @@ def release(study: Any, storage: Any, trial: Any, reason: str, tracker: Any | No
     study.enqueue_trial(dict(trial.params), user_attrs={"infoflow.retry_of": trial.number})
     run_id = trial.user_attrs.get(RUN_ID_ATTR)
     if tracker is not None and run_id:
-        client = tracker.client
-        client.set_tag(run_id, "infoflow.trial_state", "FAIL")
-        client.set_tag(run_id, "infoflow.error", f"abandoned: {reason}")
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_terminated(run_id, status="FAILED")
+        run = tracker.run(run_id)
+        run.set_tags({TRIAL_STATE_TAG: "FAIL", ERROR_TAG: f"abandoned: {reason}"})
+        if run.status == "RUNNING":
+            run.end("FAILED")
     return True
 
 

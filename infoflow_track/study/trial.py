@@ -9,6 +9,7 @@ the trial carries the run id as the user attribute ``mlflow_run_id``.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -16,14 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from infoflow_track.engine import EpochListener, StopEarly
-from infoflow_track.experiment import execute_run, plan_run
+from infoflow_track.experiment import execute_run, plan_run, saturated_text
 from infoflow_track.hparams import format_value
+from infoflow_track.names import ERROR_TAG, STUDY_TAG, TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
 from infoflow_track.settings import RunSettings
 from infoflow_track.study.spec import StudySpec
-from infoflow_track.study.storage import ERROR_ATTR, RUN_ID_ATTR, heartbeat
+from infoflow_track.study.storage import ERROR_ATTR, RUN_ID_ATTR, SATURATED_ATTR, heartbeat
 from infoflow_track.tracking import RunLogger, Tracker
-
-STATE_TAG = "infoflow.trial_state"
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class TrialOutcome:
     values: list[float] | None
     seconds: float
     detail: str = ""  # the error of a failed trial, why a pruned one stopped
+    warnings: tuple[str, ...] = ()  # of its run: saturated layers, unsuited estimator options
 
 
 class ObjectiveReporter:
@@ -72,8 +73,8 @@ def run_trial(
     started = time.perf_counter()
     params = {name: dim.suggest(trial) for name, dim in spec.search.items()}
     overrides = {**spec.fixed, **params}
-    tags = {"infoflow.study": spec.name, "infoflow.trial_number": str(trial.number),
-            STATE_TAG: "RUNNING"}  # fmt: skip
+    tags = {STUDY_TAG: spec.name, TRIAL_NUMBER_TAG: str(trial.number),
+            TRIAL_STATE_TAG: "RUNNING"}  # fmt: skip
     run_name = f"{spec.name}-trial-{trial.number}"
     runs: list[RunLogger] = []
 
@@ -84,7 +85,8 @@ def run_trial(
     single = spec.objectives[0].metric if len(spec.objectives) == 1 else None
     try:
         with heartbeat(storage, trial._trial_id):  # Trial has no public id; Optuna uses this
-            plan = plan_run(spec.plugin, overrides, settings or spec.settings)
+            plan = plan_run(spec.plugin, overrides, settings or spec.settings,
+                            spec.estimator_options)  # fmt: skip
             result = execute_run(
                 plan, tracker, experiment=spec.name, run_name=run_name,
                 parent_run_id=parent_run_id, tags=tags, on_start=on_start,
@@ -95,37 +97,40 @@ def run_trial(
         if not runs:  # failed before its run existed (e.g. planning): record one anyway
             runs.append(_failed_run(tracker, spec, run_name, parent_run_id, tags, overrides, error))
         return _finish(study, trial, runs[0], TrialState.FAIL, None, error, started)
+    trial.set_user_attr(SATURATED_ATTR, saturated_text(result.saturated or {}))
+    finish = functools.partial(_finish, study, trial, runs[0], started=started,
+                               warnings=result.warnings)  # fmt: skip
     if result.stopped:
-        return _finish(study, trial, runs[0], TrialState.PRUNED, None, result.stopped, started)
+        return finish(TrialState.PRUNED, None, result.stopped)
     values = [result.metrics.get(o.metric) for o in spec.objectives]
     for objective, value in zip(spec.objectives, values, strict=True):
         if value is None:
             logged = ", ".join(sorted(result.metrics))
             error = f"objective {objective.metric} was not logged (logged: {logged})"
-            return _finish(study, trial, runs[0], TrialState.FAIL, None, error, started)
+            return finish(TrialState.FAIL, None, error)
         if not math.isfinite(value):
-            error = f"objective {objective.metric} is {value}"
-            return _finish(study, trial, runs[0], TrialState.FAIL, None, error, started)
-    return _finish(study, trial, runs[0], TrialState.COMPLETE, values, "", started)
+            return finish(TrialState.FAIL, None, f"objective {objective.metric} is {value}")
+    return finish(TrialState.COMPLETE, values, "")
 
 
-def _finish(study, trial, run, state, values, detail, started) -> TrialOutcome:
+def _finish(study, trial, run, state, values, detail, started, warnings=()) -> TrialOutcome:
     """Tag the run with the trial's final state, then tell Optuna."""
     from optuna.trial import TrialState
 
-    tags = {STATE_TAG: state.name}
+    tags = {TRIAL_STATE_TAG: state.name}
     if state == TrialState.FAIL:
-        tags["infoflow.error"] = detail
+        tags[ERROR_TAG] = detail
         trial.set_user_attr(ERROR_ATTR, detail)
     run.set_tags(tags)
     study.tell(trial, values=values, state=state)
-    return TrialOutcome(trial.number, state.name, values, time.perf_counter() - started, detail)
+    seconds = time.perf_counter() - started
+    return TrialOutcome(trial.number, state.name, values, seconds, detail, tuple(warnings))
 
 
 def _failed_run(tracker, spec, run_name, parent_run_id, tags, overrides, error) -> RunLogger:
     """An MLflow run for a trial that failed before training: its params and error."""
     run = tracker.start_run(spec.name, run_name=run_name, tags=tags, parent_run_id=parent_run_id)
     run.log_params({k: format_value(v) for k, v in overrides.items()})
-    run.set_tags({"infoflow.error": error})
+    run.set_tags({ERROR_TAG: error})
     run.end("FAILED")
     return run
