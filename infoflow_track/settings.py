@@ -92,14 +92,13 @@ def split_assignments(
     from infoflow_track.estimators import split_options
 
     plain, options = split_options(values)
-    names = set(hyperparameters)
+    names = list(hyperparameters)  # in declaration order
     stray = sorted(k for k in plain if k not in RUN_SETTING_NAMES and k not in names)
     if stray:
         raise UserError(
-            f"unknown --set key '{stray[0]}': valid are run settings "
-            f"({choices_text(sorted(RUN_SETTING_NAMES))}), hyperparameters of {plugin} "
-            f"({choices_text(sorted(names))}) and estimator options ESTIMATOR.OPTION (see "
-            "`infoflow estimators show NAME`)"
+            f"unknown --set key '{stray[0]}': valid are hyperparameters of {plugin} "
+            f"({choices_text(names)}), run settings ({choices_text(sorted(RUN_SETTING_NAMES))}) "
+            "and estimator options ESTIMATOR.OPTION (see `infoflow estimators show NAME`)"
         )
     settings = {k: v for k, v in plain.items() if k in RUN_SETTING_NAMES}
     return Assignments(settings, {k: v for k, v in plain.items() if k in names}, options)

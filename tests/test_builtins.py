@@ -171,7 +171,8 @@ def test_local_mi_trains_layer_by_layer_then_the_readout(digits) -> None:
     def moved(key: str, a: dict, b: dict) -> bool:
         return not torch.equal(a[key], b[key])
 
-    s = [initial, *snapshots]  # s[k] = state after step k
+    s = snapshots  # s[k] = state at step k; step 0 is the initialisation
+    assert all(torch.equal(s[0][k], v) for k, v in initial.items())
     layer1, layer2, readout = "hidden.0.weight", "hidden.1.weight", "readout.weight"
     assert moved(layer1, s[0], s[2]) and not moved(layer1, s[2], s[6])
     assert not moved(layer2, s[0], s[2]) and moved(layer2, s[2], s[4])
@@ -294,7 +295,7 @@ def test_a_slower_hidden_layer_stays_nearer_its_initial_kernel() -> None:
         config = TwoTimescaleConfig(width=500, lr=0.05, lr_ratio=ratio)
         model = build_model(TwoTimescalePlugin(), config, data, settings.seed)
         initial = model.hidden[0].weight.detach().clone()
-        probe = LayerProbe(model, data, settings)
+        probe = LayerProbe(model, data, resolve_estimators(settings.mi).estimators)
         result = train(TwoTimescalePlugin(), model, config, data, settings, hooks=[probe])
         moved[ratio] = result.metrics["cka_init/hidden"]
         if ratio == 0.0:

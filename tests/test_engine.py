@@ -153,12 +153,16 @@ def test_nan_loss_stops_the_run_as_diverged(digits) -> None:
         def training_step(self, model, x, y, config):
             return super().training_step(model, x, y, config) * float("nan")
 
+    measured = []
+
     def hook(model, ctx):
-        raise AssertionError("a diverged model is not measured")
+        measured.append(ctx.step)
+        return {}
 
     heard = []
     with pytest.raises(DivergedError, match="epoch 1"):
         _train(digits, plugin=Diverging(), hooks=[hook], listeners=[lambda s, m: heard.append(m)])
+    assert measured == [0]  # the initialisation is measured, the diverged model is not
     assert len(heard) == 1 and math.isnan(heard[0]["loss/train"])  # logged, then stopped
 
 

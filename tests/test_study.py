@@ -131,7 +131,7 @@ def test_median_pruner_prunes_bad_trials_early(tmp_path: Path) -> None:
         assert run.data.tags["infoflow.trial_state"] == "PRUNED"
         assert run.info.status == "FINISHED"
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "acc/test")]
-        assert steps == sorted(trial.intermediate_values) and max(steps) < 4
+        assert steps == [0, *sorted(trial.intermediate_values)] and max(steps) < 4
 
 
 def test_two_workers_finish_exactly_the_budget(tmp_path: Path) -> None:

@@ -55,20 +55,22 @@ class Renyi(Estimator):
     def prepare(self, x: Any, y: Any) -> None:
         import torch
 
-        from infoflow_track.measures import label_gram, layer_gram
+        from infoflow_track.measures import label_gram, layer_gram, renyi_entropy
 
         c = self.config
         n = x.shape[0]  # measured: `samples` of the probe, evenly spread over it
         self._rows = torch.linspace(0, n - 1, min(n, c.samples), device=x.device).round().long()
         x_gram = layer_gram(x[self._rows], rule=c.width, scale=c.scale)
-        self._grams = (x_gram, label_gram(y[self._rows], x_gram.dtype))
+        y_gram = label_gram(y[self._rows], x_gram.dtype)
+        self._grams = (x_gram, y_gram)
+        self._entropies = renyi_entropy(torch.stack(self._grams), c.alpha).unbind()  # ceilings
 
     def measure(self, t: Any, y: Any, x: Any) -> Estimate:
         from infoflow_track.measures import layer_gram, mi_renyi
 
         c = self.config
-        x_gram, y_gram = self._grams
         t_gram = layer_gram(t[self._rows], rule=c.width, scale=c.scale, conv=c.conv)
-        i_xt, i_ty, s_x, s_y = mi_renyi(t_gram, y_gram.to(t_gram.dtype), x_gram.to(t_gram.dtype),
-                                        alpha=c.alpha)  # fmt: skip
+        x_gram, y_gram = (g.to(t_gram.dtype) for g in self._grams)
+        s_x, s_y = self._entropies
+        i_xt, i_ty, _, _ = mi_renyi(t_gram, y_gram, x_gram, alpha=c.alpha, s_x=s_x, s_y=s_y)
         return Estimate(i_xt, i_ty, s_x, s_y)

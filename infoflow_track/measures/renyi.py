@@ -34,13 +34,13 @@ CONV_KERNELS = ("tensor", "channels")
 def renyi_entropy(gram: torch.Tensor, alpha: float) -> torch.Tensor:
     """S_α in bits of Gram matrices ``gram`` (..., N, N), each normalised by its trace.
 
-    One batched ``eigvalsh`` on the Gram's device; eigenvalues below N x eps x the largest
-    (rounding, which would count for α < 1) are taken as 0.
+    One batched ``eigvalsh`` on the Gram's device; eigenvalues below 10 eps x the largest
+    (rounding noise, which would count for α < 1) are taken as 0.
     """
     _check_alpha(alpha)
     a = gram / gram.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
     lam = torch.linalg.eigvalsh(a)
-    floor = lam.amax(dim=-1, keepdim=True) * (a.shape[-1] * torch.finfo(a.dtype).eps)
+    floor = lam.amax(dim=-1, keepdim=True) * (10 * torch.finfo(a.dtype).eps)
     lam = torch.where(lam > floor, lam, torch.zeros_like(lam))
     if alpha == 1.0:
         return -torch.special.xlogy(lam, lam).sum(-1) / math.log(2.0)
@@ -118,15 +118,20 @@ def mi_renyi(
     x_gram: torch.Tensor,
     *,
     alpha: float = 1.01,
+    s_x: torch.Tensor | None = None,
+    s_y: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(I(X;T), I(T;Y), S(A_X), S(A_Y)) in bits from the three (N, N) Gram matrices.
 
-    S(A_X) and S(A_Y) are the ceilings of the two estimates. Four entropies in one batched
-    eigendecomposition: S(A_T), S(A_X∘A_T), S(A_T∘A_Y), plus S(A_X) and S(A_Y). Estimates
-    are held inside [0, ceiling] (rounding can put them a hair outside).
+    S(A_X) and S(A_Y) are the ceilings of the two estimates; pass them (``s_x``, ``s_y``) when
+    known, as for every layer of a run: then three entropies, S(A_T), S(A_X∘A_T) and
+    S(A_T∘A_Y), take one batched eigendecomposition. Estimates are held inside
+    [0, ceiling] (rounding can put them a hair outside).
     """
-    grams = torch.stack([t_gram, x_gram * t_gram, t_gram * y_gram, x_gram, y_gram])
-    s_t, s_xt, s_ty, s_x, s_y = renyi_entropy(grams, alpha).unbind()
+    if s_x is None or s_y is None:
+        s_x, s_y = renyi_entropy(torch.stack([x_gram, y_gram]), alpha).unbind()
+    grams = torch.stack([t_gram, x_gram * t_gram, t_gram * y_gram])
+    s_t, s_xt, s_ty = renyi_entropy(grams, alpha).unbind()
     i_xt = torch.minimum((s_x + s_t - s_xt).clamp_min(0.0), s_x)
     i_ty = torch.minimum((s_t + s_y - s_ty).clamp_min(0.0), s_y)
     return i_xt, i_ty, s_x, s_y
