@@ -123,9 +123,9 @@ def plugins_list() -> None:
         found = scan()
     if not found.selection.autoload:
         typer.echo(f"entry points not read (${AUTOLOAD_OFF_ENV} is set): --plugin classes only")
-    if not found.plugins and not found.disabled:
+    if not found.usable and not found.disabled:
         typer.echo("no plugins registered (install infoflow-plugins or a third-party plugin)")
-    for entry in found.plugins.values():
+    for entry in found.usable.values():
         reason = entry.broken_reason()
         where = f"{entry.package} {entry.version}"
         if reason is None:
@@ -201,7 +201,7 @@ def estimators_list() -> None:
 
     with user_errors():
         found = scan(kind=ESTIMATORS)
-    for entry in found.plugins.values():
+    for entry in found.usable.values():
         reason = entry.broken_reason()
         where = f"{entry.package} {entry.version}"
         state = entry.load().summary if reason is None else f"BROKEN: {reason}"

@@ -13,7 +13,7 @@ import contextlib
 import platform
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,7 @@ class RunResult:
     metrics: dict[str, float]  # each metric's latest value, as in MLflow's run.data.metrics
     epochs: int  # epochs completed
     stopped: str | None = None  # why training stopped early (a pruner), if it did
-    saturated: dict[str, list[str]] | None = None  # {estimator: layers} at their ceiling
+    saturated: Mapping[str, list[str]] = field(default_factory=dict)  # {estimator: layers}
     warnings: tuple[str, ...] = ()  # one line each: saturation, unsuited estimator options
 
 

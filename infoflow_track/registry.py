@@ -199,7 +199,7 @@ def failure_text(exc: BaseException) -> str:
 class Discovery:
     """The extensions found: usable (possibly broken) ones by name, and those switched off."""
 
-    plugins: dict[str, Entry]
+    usable: dict[str, Entry]
     disabled: dict[str, Entry]
     selection: Selection
 
@@ -219,7 +219,7 @@ def scan(selection: Selection | None = None, kind: ExtensionKind = PLUGINS) -> D
         if key not in seen:  # a dist on sys.path twice, or a class both registered and named
             seen.add(key)
             claims.setdefault(entry.name, []).append(entry)
-    plugins, disabled = {}, {}
+    usable, disabled = {}, {}
     for name, entries in sorted(claims.items()):
         if name in selection.disabled:
             disabled[name] = entries[0]
@@ -227,13 +227,13 @@ def scan(selection: Selection | None = None, kind: ExtensionKind = PLUGINS) -> D
         if len(entries) > 1:
             who = " and ".join(sorted(f"{e.package} ({e.target})" for e in entries))
             entries[0].conflict = f"duplicate {kind.noun} name '{name}' registered by {who}"
-        plugins[name] = entries[0]
-    return Discovery(plugins, disabled, selection)
+        usable[name] = entries[0]
+    return Discovery(usable, disabled, selection)
 
 
 def discover(kind: ExtensionKind = PLUGINS) -> dict[str, Entry]:
     """Every extension of ``kind`` selected in this environment, by name (see :func:`scan`)."""
-    return scan(kind=kind).plugins
+    return scan(kind=kind).usable
 
 
 def _entry_point_entries(kind: ExtensionKind) -> list[Entry]:
@@ -276,19 +276,19 @@ def distribution_of(module: str) -> tuple[str, str]:
 def get_entry(name: str, kind: ExtensionKind = PLUGINS) -> Entry:
     """The entry of ``name`` of ``kind``, or :class:`UserError` saying why there is none."""
     found = scan(kind=kind)
-    if name in found.plugins:
-        return found.plugins[name]
+    if name in found.usable:
+        return found.usable[name]
     if name in found.disabled:
         raise UserError(
             f"{kind.noun} '{name}' is disabled ({kind.disabled_option} or "
-            f"${kind.disabled_env}); selectable are {choices_text(found.plugins)}"
+            f"${kind.disabled_env}); selectable are {choices_text(found.usable)}"
         )
     hint = ""
     if not found.selection.autoload:
         hint = f" (entry points are not read: ${kind.autoload_env} is set; name its class with "
         hint += f"{kind.explicit_option} MODULE:CLASS)"
     raise UserError(
-        f"unknown {kind.noun} '{name}': registered are {choices_text(found.plugins)}{hint}"
+        f"unknown {kind.noun} '{name}': registered are {choices_text(found.usable)}{hint}"
     )
 
 

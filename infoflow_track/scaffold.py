@@ -87,7 +87,7 @@ def _check_name_is_free(names: PackageNames) -> None:
         )
     name = names.name
     found = scan()
-    entry = found.plugins.get(name) or found.disabled.get(name)
+    entry = found.usable.get(name) or found.disabled.get(name)
     if entry is not None:
         raise UserError(
             f"plugin name '{name}' is already registered by {entry.package} {entry.version}: "

@@ -30,17 +30,27 @@ def file_digest(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
-def plant_plugin(site: Path, dist: str, entries: dict[str, str], modules: dict[str, str]) -> None:
+def pip(*args: str) -> subprocess.CompletedProcess[str]:
+    """The test environment's own pip; offline: no index, no build isolation."""
+    return subprocess.run([sys.executable, "-m", "pip", *args, "--quiet"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def plant_plugin(
+    site: Path, dist: str, entries: dict[str, str], modules: dict[str, str],
+    group: str = "infoflow.plugins",
+) -> None:  # fmt: skip
     """Make ``site`` hold a real installed distribution: a ``.dist-info`` with entry points.
 
-    ``entries`` maps plugin name -> "module:Class"; ``modules`` maps module name -> source.
-    importlib.metadata finds it when ``site`` is on ``sys.path`` (``PYTHONPATH``).
+    ``entries`` maps plugin (or, with ``group="infoflow.estimators"``, estimator) name ->
+    "module:Class"; ``modules`` maps module name -> source. importlib.metadata finds it when
+    ``site`` is on ``sys.path`` (``PYTHONPATH``).
     """
     info = site / f"{dist.replace('-', '_')}-0.3.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.3.1\n")
     lines = "\n".join(f"{name} = {target}" for name, target in entries.items())
-    (info / "entry_points.txt").write_text(f"[infoflow.plugins]\n{lines}\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{lines}\n")
     for module, source in modules.items():
         (site / f"{module}.py").write_text(textwrap.dedent(source))
 

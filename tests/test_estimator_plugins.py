@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import pip, plant_plugin, run_cli
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -122,27 +121,9 @@ def expected(t: np.ndarray, y: np.ndarray, decimals: int) -> dict[str, float]:
             "mi_xt.active": active_xt, "mi_ty.active": active_ty}  # fmt: skip
 
 
+GROUP = "infoflow.estimators"
+
 # -- packages ---------------------------------------------------------------------------------
-
-
-def pip(*args: str) -> subprocess.CompletedProcess[str]:
-    """The test environment's own pip; offline: no index, no build isolation."""
-    return subprocess.run([sys.executable, "-m", "pip", *args, "--quiet"],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-
-
-def plant_estimators(
-    site: Path, dist: str, entries: dict[str, str], modules: dict[str, str]
-) -> None:
-    """Make ``site`` hold a real installed distribution registering ``entries`` (estimator
-    name -> "module:Class") under ``infoflow.estimators``; found with ``site`` on PYTHONPATH."""
-    info = site / f"{dist.replace('-', '_')}-0.3.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.3.1\n")
-    lines = "\n".join(f"{name} = {target}" for name, target in entries.items())
-    (info / "entry_points.txt").write_text(f"[infoflow.estimators]\n{lines}\n")
-    for module, source in modules.items():
-        (site / f"{module}.py").write_text(textwrap.dedent(source))
 
 
 def estimator_source(name: str, api: str = "1.0") -> str:
@@ -319,13 +300,13 @@ def broken_site(site: Path) -> dict[str, str]:
     }  # fmt: skip
     for name, (source, _) in variants.items():
         module = name.replace("-", "_")
-        plant_estimators(site, f"{name}-dist", {name: f"{module}:PeakBins"}, {module: source})
+        plant_plugin(site, f"{name}-dist", {name: f"{module}:PeakBins"}, {module: source}, GROUP)
     for dist in ("twin-a", "twin-b"):
         module = dist.replace("-", "_")
-        plant_estimators(site, dist, {"twin": f"{module}:PeakBins"},
-                         {module: estimator_source("twin")})  # fmt: skip
-    plant_estimators(site, "planted-dist", {"planted": "planted:PeakBins"},
-                     {"planted": estimator_source("planted")})  # fmt: skip
+        plant_plugin(site, dist, {"twin": f"{module}:PeakBins"},
+                     {module: estimator_source("twin")}, GROUP)  # fmt: skip
+    plant_plugin(site, "planted-dist", {"planted": "planted:PeakBins"},
+                 {"planted": estimator_source("planted")}, GROUP)  # fmt: skip
     reasons = {name: reason for name, (_, reason) in variants.items()}
     reasons["twin"] = ("duplicate estimator name 'twin' registered by twin-a (twin_a:PeakBins) "
                        "and twin-b (twin_b:PeakBins)")  # fmt: skip

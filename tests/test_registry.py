@@ -199,8 +199,8 @@ def test_a_disabled_plugin_is_never_imported_and_cannot_be_run(
     monkeypatch.setenv(DISABLED_ENV, "planted, local-mi")
     found = scan()
     assert set(found.disabled) == {"planted", "local-mi"}
-    assert "planted" not in found.plugins and "local-mi" not in found.plugins
-    for entry in found.plugins.values():
+    assert "planted" not in found.usable and "local-mi" not in found.usable
+    for entry in found.usable.values():
         assert entry.broken_reason() is None
     assert "planted_loud" not in sys.modules
     with pytest.raises(UserError, match="plugin 'local-mi' is disabled"):

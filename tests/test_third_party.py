@@ -10,19 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import file_digest, plant_plugin, run_cli, runs_of, tiny_plugin
+from helpers import file_digest, pip, plant_plugin, run_cli, runs_of, tiny_plugin
 from mlflow.tracking import MlflowClient
 
 from infoflow_track.testing import CHECKS
 
 NAME, DIST, MODULE = "scaffold-e2e", "infoflow-scaffold-e2e", "infoflow_scaffold_e2e"
 RUFF = str(Path(sys.executable).with_name("ruff"))
-
-
-def pip(*args: str) -> subprocess.CompletedProcess[str]:
-    """The test environment's own pip; offline: no index, no build isolation."""
-    return subprocess.run([sys.executable, "-m", "pip", *args, "--quiet"],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
 def listed(cwd: Path, *options: str, env: dict[str, str] | None = None) -> dict[str, str]:

@@ -94,7 +94,12 @@ class Estimator:
 
     def params(self) -> dict[str, str]:
         """Every option as a run param ``mi.<name>.<option>``."""
-        return {f"mi.{self.name}.{k}": v for k, v in self.config.as_params().items()}
+        return option_params({self.name: self.config.as_params()})
+
+
+def option_params(options: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """``{estimator: {option: text}}`` as run params ``{"mi.<estimator>.<option>": text}``."""
+    return {f"mi.{name}.{k}": v for name, opts in options.items() for k, v in opts.items()}
 
 
 def check_estimator_contract(cls: Any, entry_name: str) -> None:
@@ -144,7 +149,7 @@ class EstimatorChoice(NamedTuple):
     estimators: tuple[Estimator, ...]
 
     def params(self) -> dict[str, str]:
-        return {k: v for e in self.estimators for k, v in e.params().items()}
+        return option_params(self.options())
 
     def options(self) -> dict[str, dict[str, str]]:
         """``{name: {option: text}}`` of every estimator: what a study must keep."""

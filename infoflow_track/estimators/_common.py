@@ -5,22 +5,22 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from infoflow_track.estimators import Estimator
 
-class ProbeEntropies:
-    """H(X) of the probe inputs (distinct rows; the ceiling of any I(X;T) of a deterministic
-    layer) and H(Y) of its labels, in bits, as floats."""
 
-    def __init__(self) -> None:
-        self.h_x = math.nan
-        self.h_y = math.nan
+class WithProbeEntropies(Estimator):
+    """An estimator that knows, from :meth:`prepare`, H(X) of the probe inputs (distinct rows:
+    the ceiling of any I(X;T) of a deterministic layer) and H(Y) of its labels, in bits."""
+
+    h_x: float = math.nan
+    h_y: float = math.nan
 
     def prepare(self, x: Any, y: Any) -> None:
         from infoflow_track.measures import entropy_bits
         from infoflow_track.measures.binning import symbols
 
         rows = x.reshape(x.shape[0], -1)
-        counts = [symbols(rows), y.long()]
-        h_x, h_y = (entropy_bits(c.bincount().double()) for c in counts)
+        h_x, h_y = (entropy_bits(ids.bincount().double()) for ids in (symbols(rows), y.long()))
         self.h_x, self.h_y = h_x.item(), h_y.item()
 
 

@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from infoflow_track.estimators import ESTIMATOR_API_VERSION, Estimate, Estimator
-from infoflow_track.estimators._common import ProbeEntropies, layer_width
+from infoflow_track.estimators import ESTIMATOR_API_VERSION, Estimate
+from infoflow_track.estimators._common import WithProbeEntropies, layer_width
 from infoflow_track.hparams import HParams, hparam
 
 
@@ -20,7 +20,7 @@ class AdaptiveBinningOptions(HParams):
     )
 
 
-class AdaptiveBinning(Estimator):
+class AdaptiveBinning(WithProbeEntropies):
     """Binning whose edges are each unit's quantiles on the probe set, every epoch anew
     (Chelombiev, Houghton & O'Donnell, ICLR 2019): H(T) and I(T;Y) of the binned layer,
     insensitive to the units' scale and to outliers. Ceilings: min(H(X), D log2 n_bins), H(Y).
@@ -35,17 +35,10 @@ class AdaptiveBinning(Estimator):
         "or an estimator for wide layers (--mi renyi)"
     )
 
-    def __init__(self, config: AdaptiveBinningOptions | None = None) -> None:
-        super().__init__(config)
-        self.entropies = ProbeEntropies()
-
-    def prepare(self, x: Any, y: Any) -> None:
-        self.entropies.prepare(x, y)
-
     def measure(self, t: Any, y: Any, x: Any) -> Estimate:
         from infoflow_track.measures import mi_adaptive_binned
 
         n_bins = self.config.n_bins
         i_xt, i_ty = mi_adaptive_binned(t, y, n_bins=n_bins)
-        ceiling = min(self.entropies.h_x, layer_width(t) * math.log2(n_bins))
-        return Estimate(i_xt, i_ty, ceiling, self.entropies.h_y)
+        ceiling = min(self.h_x, layer_width(t) * math.log2(n_bins))
+        return Estimate(i_xt, i_ty, ceiling, self.h_y)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from infoflow_track.errors import UserError
-from infoflow_track.estimators import ESTIMATOR_API_VERSION, Estimate, Estimator
-from infoflow_track.estimators._common import ProbeEntropies, layer_width
+from infoflow_track.estimators import ESTIMATOR_API_VERSION, Estimate
+from infoflow_track.estimators._common import WithProbeEntropies, layer_width
 from infoflow_track.hparams import HParams, hparam
 
 
@@ -38,7 +38,7 @@ class BinningOptions(HParams):
             raise UserError("binning takes bin_width or a range (low, high), not both")
 
 
-class Binning(Estimator):
+class Binning(WithProbeEntropies):
     """I(X;T) = H(T) of the binned layer (a deterministic net: H(T|X) = 0) and I(T;Y).
 
     Bins: ``n_bins`` over the layer's range of each epoch (Shwartz-Ziv & Tishby 2017), over a
@@ -56,13 +56,6 @@ class Binning(Estimator):
         "wider binning.bin_width, or an estimator for wide layers (--mi renyi or adaptive-binning)"
     )
 
-    def __init__(self, config: BinningOptions | None = None) -> None:
-        super().__init__(config)
-        self.entropies = ProbeEntropies()
-
-    def prepare(self, x: Any, y: Any) -> None:
-        self.entropies.prepare(x, y)
-
     def measure(self, t: Any, y: Any, x: Any) -> Estimate:
         from infoflow_track.measures import mi_binned
 
@@ -70,7 +63,7 @@ class Binning(Estimator):
         value_range = None if c.low is None else (c.low, c.high)
         i_xt, i_ty = mi_binned(t, y, n_bins=c.n_bins, bin_width=c.bin_width,
                                value_range=value_range)  # fmt: skip
-        ceiling = self.entropies.h_x
+        ceiling = self.h_x
         if c.bin_width is None:
             ceiling = min(ceiling, layer_width(t) * math.log2(c.n_bins))
-        return Estimate(i_xt, i_ty, ceiling, self.entropies.h_y)
+        return Estimate(i_xt, i_ty, ceiling, self.h_y)

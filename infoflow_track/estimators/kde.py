@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from infoflow_track.estimators import ESTIMATOR_API_VERSION, Estimate, Estimator
-from infoflow_track.estimators._common import ProbeEntropies
+from infoflow_track.estimators import ESTIMATOR_API_VERSION, Estimate
+from infoflow_track.estimators._common import WithProbeEntropies
 from infoflow_track.hparams import HParams, hparam
 
 #: Noise variance against the layer's mean activation variance beyond which a warning is given.
@@ -25,7 +25,7 @@ class KDEOptions(HParams):
     )  # fmt: skip
 
 
-class KDE(Estimator):
+class KDE(WithProbeEntropies):
     """The layer read as T + N(0, noise_var I): upper (KL) bound as the value, lower
     (Bhattacharyya) bound as the extra ``lower`` (Kolchinsky & Tracey 2017; Saxe et al. 2018).
     Ceilings: log2 N and H(Y)."""
@@ -39,20 +39,13 @@ class KDE(Estimator):
         "the noise is small against the distances between samples: raise kde.noise_var"
     )
 
-    def __init__(self, config: KDEOptions | None = None) -> None:
-        super().__init__(config)
-        self.entropies = ProbeEntropies()
-
-    def prepare(self, x: Any, y: Any) -> None:
-        self.entropies.prepare(x, y)
-
     def measure(self, t: Any, y: Any, x: Any) -> Estimate:
         from infoflow_track.measures import mi_kde
 
         noise = self.config.noise_var
         upper = mi_kde(t, y, noise_var=noise, bound="upper")
         lower = mi_kde(t, y, noise_var=noise, bound="lower")
-        return Estimate(*upper, math.log2(t.shape[0]), self.entropies.h_y, {"lower": lower})
+        return Estimate(*upper, math.log2(t.shape[0]), self.h_y, {"lower": lower})
 
     def scale_warning(self, layer: str, t: Any) -> str | None:
         spread = t.reshape(t.shape[0], -1).double().var(dim=0).mean().item()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from infoflow_track.errors import UserError, choices_text
+from infoflow_track.estimators import option_params
 from infoflow_track.study.algorithms import make_pruner, make_sampler
 from infoflow_track.study.spec import StudySpec
 from infoflow_track.study.storage import (
@@ -175,8 +176,7 @@ def _parent_run(study: Any, spec: StudySpec, ref: StorageRef, tracker: Tracker, 
     identity = spec.identity()
     fixed = {f"fixed.{k}": v for k, v in identity["fixed"].items()}
     search = {f"search.{k}": json.dumps(v) for k, v in identity["search"].items()}
-    options = {f"mi.{name}.{k}": v for name, opts in identity["estimators"].items()
-               for k, v in opts.items()}  # fmt: skip
+    options = option_params(identity["estimators"])
     run.log_params({**spec.settings.as_params(), **options, **fixed, **search})
     run.log_text(spec.text, "study/spec.toml")
     run.log_dict(identity, "study/spec.json")

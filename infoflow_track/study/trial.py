@@ -97,7 +97,7 @@ def run_trial(
         if not runs:  # failed before its run existed (e.g. planning): record one anyway
             runs.append(_failed_run(tracker, spec, run_name, parent_run_id, tags, overrides, error))
         return _finish(study, trial, runs[0], TrialState.FAIL, None, error, started)
-    trial.set_user_attr(SATURATED_ATTR, saturated_text(result.saturated or {}))
+    trial.set_user_attr(SATURATED_ATTR, saturated_text(result.saturated))
     finish = functools.partial(_finish, study, trial, runs[0], started=started,
                                warnings=result.warnings)  # fmt: skip
     if result.stopped:
