@@ -16,7 +16,7 @@ from infoflow_track.hparams import HParams, hparam, parse_config
 
 MAX_SEED = 2**32 - 1  # numpy and scikit-learn take seeds below 2**32
 #: The estimators of a run when none are named: the first is primary (``mi_xt/<layer>``).
-DEFAULT_ESTIMATORS = ("renyi", "binning")
+DEFAULT_ESTIMATORS = ("renyi",)
 
 
 @dataclass(frozen=True)

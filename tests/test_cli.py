@@ -64,8 +64,7 @@ def test_run_records_all_params_and_identity_tags(digits_run) -> None:
 def test_run_measures_every_layer_every_epoch_and_logs_figures(digits_run) -> None:
     _, _, client, run = digits_run
     run_id = run.info.run_id
-    kinds = ("mi_xt", "mi_ty", "ceiling_xt", "ceiling_ty", "mi_xt.binning", "mi_ty.binning",
-             "ceiling_xt.binning", "ceiling_ty.binning", "cka_label", "cka_init")  # fmt: skip
+    kinds = ("mi_xt", "mi_ty", "ceiling_xt", "ceiling_ty", "cka_label", "cka_init")
     for layer in ("hidden1", "hidden2", "hidden3"):
         for kind in kinds:
             steps = sorted(m.step for m in client.get_metric_history(run_id, f"{kind}/{layer}"))
@@ -74,18 +73,32 @@ def test_run_measures_every_layer_every_epoch_and_logs_figures(digits_run) -> No
     plots = sorted(a.path for a in client.list_artifacts(run_id, "plots"))
     assert plots == ["plots/cka_heatmap.png", "plots/information_plane.png"]
     params = run.data.params
-    assert params["mi"] == "renyi,binning" and params["mi.binning.n_bins"] == "30"
-    assert params["mi.renyi.alpha"] == "1.01" and params["mi.renyi.scale"] == "0.5"
+    assert params["mi"] == "renyi" and params["mi.renyi.alpha"] == "1.01"
+    assert params["mi.renyi.scale"] == "0.5" and "mi.binning.n_bins" not in params
 
 
-def test_default_estimators_keep_wide_layers_off_their_ceiling(digits_run) -> None:
+def test_the_default_estimator_keeps_wide_layers_off_their_ceiling(digits_run) -> None:
     _, proc, _, run = digits_run
     metrics = run.data.metrics
     for layer in ("hidden1", "hidden2", "hidden3"):  # 256, 128, 64 units
         assert metrics[f"mi_xt/{layer}"] < 0.95 * metrics[f"ceiling_xt/{layer}"]  # renyi
-    assert run.data.tags["infoflow.saturated"].endswith("(binning)")  # binning sits there
-    assert "warning: I(X;T) stayed within 1% of its ceiling" in proc.stderr
-    assert "binning.n_bins" in proc.stderr
+    assert run.data.tags["infoflow.saturated"] == "none" and "warning" not in proc.stderr
+
+
+def test_a_saturated_layer_ends_the_run_with_one_warning_line(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["run", "mlp", "--epochs", "1", "--probe-size", "256", "--set", "widths=64,3",
+            "--mi", "renyi,binning", "--tracking-uri", uri]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning")]
+    assert "hidden1 under binning" in warning and "binning.n_bins" in warning
+    assert "hidden2" not in warning  # 3 units stay below their ceiling
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("mlp").experiment_id])
+    assert run.data.tags["infoflow.saturated"] == "hidden1 (binning)"
+    assert {"mi_xt.binning/hidden1", "ceiling_xt.binning/hidden1"} <= set(run.data.metrics)
 
 
 def test_default_mlp_learns_digits(digits_run) -> None:
@@ -125,7 +138,11 @@ BAD_INPUTS = {
     "Default experiment": (["run", "mlp", "--experiment", "Default"], "'Default'", "another"),
     "unknown estimator": (["run", "mlp", "--mi", "knn"], "estimator 'knn'", "binning, kde"),
     "repeated estimator": (["run", "mlp", "--mi", "kde,kde"], "mi kde,kde", "repeated"),
-    "zero bins": (["run", "mlp", "--set", "binning.n_bins=0"], "'n_bins'", "1 <= x <= 32768"),
+    "zero bins": (
+        ["run", "mlp", "--mi", "binning", "--set", "binning.n_bins=0"],
+        "'n_bins'",
+        "1 <= x <= 32768",
+    ),
     "negative noise": (
         ["run", "mlp", "--mi", "kde", "--set", "kde.noise_var=-1"],
         "'noise_var'",

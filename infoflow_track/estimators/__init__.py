@@ -4,7 +4,8 @@ An estimator is an :class:`Estimator` subclass registered under the entry-point 
 ``infoflow.estimators`` (the built-ins in :mod:`infoflow_track.estimators.builtin` exactly as a
 third party's). It declares a name, a one-line summary, the estimator API version it was
 written for and a frozen ``Config`` of options declared as plugin hyperparameters are. A run
-measures every probed layer with each of its estimators (``--mi renyi,binning``); the first
+measures every probed layer with each of its estimators (``--mi renyi,binning``; ``renyi`` by
+default); the first
 is primary and writes ``mi_xt/<layer>``, the others ``mi_xt.<name>/<layer>`` (see
 :mod:`infoflow_track.names`). Options are given as ``--set NAME.OPTION=VALUE`` or in a study
 spec's ``[estimator.NAME]`` table.
