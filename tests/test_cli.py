@@ -151,7 +151,7 @@ BAD_INPUTS = {
     "option of an unused estimator": (
         ["run", "mlp", "--set", "kde.noise_var=1"],
         "estimator 'kde'",
-        "renyi, binning",
+        "are renyi",
     ),
     "unknown estimator option": (["run", "mlp", "--set", "renyi.sigma=1"], "'sigma'", "alpha"),
     "bad renyi alpha": (["run", "mlp", "--set", "renyi.alpha=x"], "'alpha'", "float"),
