@@ -63,8 +63,8 @@ def _plane_axes(ax, title: str) -> None:
     ax.set_xlabel("I(X;T) [bits]")
     ax.set_ylabel("I(T;Y) [bits]")
     ax.set_title(title, fontsize=10)
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
+    ax.set_xlim(0, ax.get_xlim()[1] * 1.04)  # room for the ceilings' labels
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.06)
     ax.grid(alpha=0.3)
 
 
