@@ -30,8 +30,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 # pytest exits 5 when it collects no test: make treats any non-zero status as a failure.
+# Two workers, a test file each: most tests wait on subprocesses and SQLite, not the CPU.
+# The fast subset while working: $(BIN)/pytest -m "not slow".
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 ui: $(STAMP)
 	$(BIN)/infoflow ui
