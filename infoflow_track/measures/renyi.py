@@ -102,8 +102,8 @@ def _batched_median_width(sq: torch.Tensor, rule: str, scale: float) -> torch.Te
     if rule == "fixed":
         return torch.full((sq.shape[0],), scale, dtype=sq.dtype, device=sq.device)
     n = sq.shape[1]
-    off = sq[:, ~torch.eye(n, dtype=torch.bool, device=sq.device)]  # (k, N(N-1))
-    median = off.median(dim=1).values.sqrt() if off.shape[1] else torch.zeros(sq.shape[0])
+    off = sq[:, ~torch.eye(n, dtype=torch.bool, device=sq.device)]  # (k, N(N-1)), N >= 2
+    median = off.median(dim=1).values.sqrt()  # symmetric pairs: the upper median is the same
     return scale * torch.where(median > 0, median, torch.ones_like(median))
 
 
@@ -144,21 +144,19 @@ def mi_renyi_layer(
     *,
     alpha: float = 1.01,
     rule: str = "median",
-    scale: float = 1.0,
+    scale: float = 0.5,
     conv: str = "tensor",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(I(X;T), I(T;Y)) in bits of layer t (N, ...) with inputs x (N, ...) and labels y (N,).
 
-    The one-call form of :func:`mi_renyi`: Gaussian kernels of width :func:`kernel_width` for
-    x and for t (``conv="channels"``: :func:`channel_gram` for maps (N, C, H, W)), the
-    indicator kernel for y.
+    The one-call form of :func:`mi_renyi` with the ``renyi`` estimator's defaults: Gaussian
+    kernels of width :func:`kernel_width` for x and for t (``conv="channels"``:
+    :func:`channel_gram` for maps (N, C, H, W)), the indicator kernel for y.
     """
     _, y = layer_and_labels(t, y)
     class_count(y)  # labels are checked non-negative
-    layer, inputs = (
-        layer_gram(t, rule=rule, scale=scale, conv=conv),
-        layer_gram(x, rule=rule, scale=scale, conv="tensor"),
-    )
+    layer = layer_gram(t, rule=rule, scale=scale, conv=conv)
+    inputs = layer_gram(x, rule=rule, scale=scale)
     i_xt, i_ty, _, _ = mi_renyi(layer, label_gram(y, layer.dtype), inputs, alpha=alpha)
     return i_xt, i_ty
 
