@@ -1,7 +1,9 @@
 """Sources read through torchvision from the data directory: mnist, fashion-mnist, cifar10.
 
 torchvision is imported only when files are read; checking which files are present is not.
-Files are downloaded only when asked (``--download``).
+Files are downloaded only when asked (``--download``). CIFAR-10's files are pickles: they are
+read here by an unpickler that can build only the arrays, lists and strings the real files hold,
+so a planted file cannot run code (torchvision's reader would run it).
 """
 
 from __future__ import annotations
@@ -83,6 +85,112 @@ VISION = {
 }  # fmt: skip
 
 
+class _Refused(pickle.UnpicklingError):
+    """A pickle asked for a global that a CIFAR-10 file does not hold."""
+
+
+def _latin1_encode(text: object, encoding: str = "latin1", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as a protocol-2 pickle written by Python 3 uses it for bytes: latin-1
+    text to bytes, and nothing else."""
+    if not isinstance(text, str) or encoding.replace("-", "").lower() != "latin1":
+        raise _Refused(f"_codecs.encode of {type(text).__name__} to {encoding!r}")
+    return text.encode("latin1", "strict")
+
+
+def _cifar_globals() -> dict[tuple[str, str], object]:
+    """What a CIFAR-10 python batch may build: numpy arrays (rebuilt by ``_reconstruct``, or
+    ``_frombuffer`` at protocol 5), their dtypes and scalars, under the module names of numpy
+    1 (``numpy.core``) and numpy 2 (``numpy._core``), and latin-1 bytes."""
+    reconstruct = np.ndarray((0,)).__reduce__()[0]  # the installed numpy's own rebuilders
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]
+    scalar = np.uint8(0).__reduce__()[0]
+    allowed: dict[tuple[str, str], object] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+    }
+    for core in ("numpy.core", "numpy._core"):
+        allowed[f"{core}.multiarray", "_reconstruct"] = reconstruct
+        allowed[f"{core}.multiarray", "scalar"] = scalar
+        allowed[f"{core}.numeric", "_frombuffer"] = frombuffer
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds only what a CIFAR-10 python file holds (dicts, lists, strings, numbers and uint8
+    numpy arrays); any other global (a function to call, a class to build) is refused before
+    it is looked up, so nothing in the file runs."""
+
+    _allowed = _cifar_globals()
+
+    def find_class(self, module: str, name: str) -> object:
+        found = self._allowed.get((module, name))
+        if found is None:
+            raise _Refused(f"{module}.{name}")
+        return found
+
+
+def _load_cifar_file(path: Path, what: str) -> dict[str, object]:
+    """The dict pickled in CIFAR-10 file ``path`` (``what`` it should be, for messages), its
+    keys as text; Python 2's strings read as latin-1, as torchvision reads them."""
+    try:
+        with open(path, "rb") as file:
+            loaded = _CifarUnpickler(file, encoding="latin1").load()
+    except _Refused as exc:
+        raise UserError(
+            f"{path} is not {what}: it asks to build {exc}, which a CIFAR-10 file does not "
+            "hold (refused, nothing of it was run)"
+        ) from None
+    except Exception as exc:  # a damaged pickle can fail in any way; nothing of it has run
+        raise UserError(
+            f"cannot read {path}: {type(exc).__name__}: {one_line(exc)} (a corrupt or "
+            "truncated file?)"
+        ) from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path} is not {what}: it holds a {type(loaded).__name__}, not a dict")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in loaded.items()}
+
+
+CIFAR_ROW = 3 * 32 * 32  # a row of a batch: 1024 red, 1024 green, 1024 blue bytes
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: uint8 images (n, 3, 32, 32) and int64 labels (n,) in 0..9.
+
+    The official batches hold 10000 images each; a partial one is read too."""
+    what = "a CIFAR-10 batch"
+    entry = _load_cifar_file(path, what)
+    data, labels = entry.get("data"), entry.get("labels")
+    if not isinstance(data, np.ndarray):
+        raise UserError(f"{path} is not {what}: no 'data' array (keys: {choices_text(entry)})")
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR_ROW or not len(data):
+        raise UserError(
+            f"{path} is not {what}: its data is {data.dtype} of shape {data.shape}; expected "
+            f"uint8 (n, {CIFAR_ROW})"
+        )
+    if not isinstance(labels, list | np.ndarray):
+        raise UserError(f"{path} is not {what}: no 'labels' list (keys: {choices_text(entry)})")
+    if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in labels):
+        raise UserError(f"{path} is not {what}: its labels are not all integers")
+    targets = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(targets) != len(data):
+        raise UserError(f"{path} is not {what}: {len(targets)} labels for {len(data)} images")
+    if targets.min() < 0 or targets.max() > 9:
+        raise UserError(f"{path} is not {what}: labels outside 0..9 ({targets.max()})")
+    return data.reshape(-1, 3, 32, 32), targets
+
+
+def read_cifar_meta(path: Path) -> tuple[str, ...]:
+    """The ten class names of CIFAR-10's batches.meta."""
+    what = "CIFAR-10's batches.meta"
+    names = _load_cifar_file(path, what).get("label_names")
+    if not isinstance(names, list) or len(names) != 10:
+        raise UserError(f"{path} is not {what}: no list of 10 'label_names'")
+    if not all(isinstance(n, str | bytes) for n in names):
+        raise UserError(f"{path} is not {what}: its label_names are not all text")
+    return tuple(n.decode("latin1") if isinstance(n, bytes) else n for n in names)
+
+
 class _PartFiles:
     """Mixed into a torchvision dataset class by :func:`_reader`: it looks only for the files of
     the requested part (train or test), and only for their presence, not their md5, so a
@@ -115,17 +223,37 @@ class _PartFiles:
             ) from None
 
 
+class _CifarPart(_PartFiles):
+    """CIFAR10 with :class:`_PartFiles`, whose files are read by :func:`read_cifar_batch` and
+    :func:`read_cifar_meta`, never by torchvision's ``pickle.load``: torchvision only downloads.
+    Holds ``data`` (n, 32, 32, 3) uint8, ``targets`` and ``classes`` as torchvision does."""
+
+    def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
+        self.root, self.train = root, train  # what download() and the checks use
+        if download:
+            self.download()
+        part = "train" if train else "test"
+        missing = self.files.missing(Path(root), part)
+        if missing:
+            raise RuntimeError(f"Dataset not found: {', '.join(missing)}")
+        folder = Path(root) / self.files.folder
+        names = [n for n in self.files.parts[part] if n != "batches.meta"]
+        images, labels = zip(*(read_cifar_batch(folder / n) for n in names), strict=True)
+        self.data = np.concatenate(images).transpose(0, 2, 3, 1)  # torchvision's (n, H, W, C)
+        self.targets = np.concatenate(labels)
+        self.classes = list(read_cifar_meta(folder / "batches.meta"))
+
+
 @functools.cache
 def _reader(name: str) -> type:
-    """torchvision's class for source ``name`` with :class:`_PartFiles` mixed in."""
+    """torchvision's class for source ``name`` with :class:`_PartFiles` (for CIFAR10
+    :class:`_CifarPart`) mixed in."""
     from torchvision import datasets
 
     files = VISION[name]
     base = getattr(datasets, files.base)
-    namespace: dict[str, object] = {"files": files}
-    if hasattr(base, "meta"):  # CIFAR10 checks batches.meta's md5 when it reads it
-        namespace["meta"] = {**base.meta, "md5": None}
-    return type(f"{files.base}Part", (_PartFiles, base), namespace)
+    mixin = _CifarPart if name == "cifar10" else _PartFiles
+    return type(f"{files.base}Part", (mixin, base), {"files": files})
 
 
 def split_option(given: dict[str, str]) -> dict[str, str]:

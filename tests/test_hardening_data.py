@@ -1,0 +1,155 @@
+"""Bad data files are refused in one line, before anything runs or is written: planted pickles
+among the CIFAR-10 batches."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from infoflow_track import UserError
+from infoflow_track.cli import app
+from infoflow_track.data import load_raw
+from infoflow_track.vision import DATA_DIR_ENV, DOWNLOAD_ENV
+
+CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+               "truck"]  # fmt: skip
+CIFAR_FILES = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The data directory, in $INFOFLOW_DATA_DIR (what a command sets there is undone after);
+    the current directory is tmp_path, so a store written by mistake would show."""
+    root = (tmp_path / "data").resolve()
+    monkeypatch.setenv(DATA_DIR_ENV, str(root))
+    monkeypatch.delenv(DOWNLOAD_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return root
+
+
+def py2_style_pickle(obj: object) -> bytes:
+    """``obj`` pickled as the real CIFAR-10 files are: protocol 2, the array rebuilt by
+    ``numpy.core.multiarray._reconstruct`` (the module's name before numpy 2)."""
+    data = pickle.dumps(obj, protocol=2)
+    return data.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
+def cifar_batch(n: int, seed: int = 0, label: str = "testing batch 1 of 1") -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "batch_label": label,
+        "labels": rng.integers(0, 10, n).tolist(),
+        "data": rng.integers(0, 256, (n, 3072)).astype(np.uint8),
+        "filenames": [f"img_{i}.png" for i in range(n)],
+    }
+
+
+def write_cifar(root: Path, n: int = 6) -> Path:
+    """Genuine-format batches (all six) and batches.meta in root/cifar-10-batches-py."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed, name in enumerate(CIFAR_FILES):
+        (folder / name).write_bytes(py2_style_pickle(cifar_batch(n, seed, name)))
+    meta = {"num_cases_per_batch": n, "label_names": CIFAR_NAMES, "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(py2_style_pickle(meta))
+    return folder
+
+
+class SystemPayload:
+    """Unpickling this runs a shell command (pickled as ``posix.system``)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+class ExecPayload:
+    """Unpickling this runs Python code (pickled as ``builtins.exec``)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+def test_genuine_format_cifar_batches_load(root: Path) -> None:
+    folder = write_cifar(root)
+    raw = load_raw("cifar10")
+    assert raw.x.shape == (30, 3, 32, 32) and raw.x_test.shape == (6, 3, 32, 32)
+    assert raw.class_names == tuple(CIFAR_NAMES)
+    first = pickle.loads((folder / "data_batch_1").read_bytes(), encoding="latin1")
+    np.testing.assert_array_equal(raw.y[:6], first["labels"])
+
+
+@pytest.mark.parametrize("payload", [SystemPayload, ExecPayload])
+@pytest.mark.parametrize("planted", ["test_batch", "batches.meta"])
+def test_a_planted_cifar_pickle_is_refused_unrun(
+    planted: str, payload: type, root: Path, tmp_path: Path
+) -> None:
+    folder = write_cifar(root)
+    marker = tmp_path / "payload-ran"
+    # A batch whose array is the payload, as a planted file would look at first sight.
+    (folder / planted).write_bytes(pickle.dumps({"data": payload(marker)}, protocol=2))
+    with pytest.raises(UserError) as caught:
+        load_raw("cifar10:split=test")
+    message = str(caught.value)
+    assert not marker.exists(), "the planted pickle's payload ran"
+    assert str(folder / planted) in message and "\n" not in message
+    assert "is not " in message and "CIFAR-10" in message
+    assert "plugin" not in message
+
+
+def test_a_planted_cifar_pickle_exits_2_through_the_command(root: Path, tmp_path: Path) -> None:
+    folder = write_cifar(root)
+    marker = tmp_path / "payload-ran"
+    (folder / "test_batch").write_bytes(pickle.dumps(SystemPayload(marker), protocol=2))
+    result = CliRunner().invoke(app, ["run", "mlp", "--dataset", "cifar10", "--data-dir",
+                                      str(root), "--epochs", "1"])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert not marker.exists(), "the planted pickle's payload ran"
+    message = result.stderr.strip()
+    assert message == (
+        f"error: {folder / 'test_batch'} is not a CIFAR-10 batch: it asks to build "
+        "posix.system, which a CIFAR-10 file does not hold (refused, nothing of it was run)"
+    )
+    assert not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.parametrize(
+    ("batch", "problem"),
+    [
+        ({"labels": [1]}, "no 'data'"),
+        (cifar_batch(4) | {"data": np.zeros((4, 100), np.uint8)}, "shape (4, 100)"),
+        (cifar_batch(4) | {"data": np.zeros((4, 3072), np.float32)}, "float32"),
+        (cifar_batch(4) | {"labels": [0, 1, 2]}, "3 labels for 4 images"),
+        (cifar_batch(4) | {"labels": [0, 1, 2, 10]}, "labels outside 0..9"),
+        ([1, 2, 3], "not a dict"),
+    ],
+)
+def test_a_cifar_batch_of_the_wrong_content_is_refused(batch, problem: str, root: Path) -> None:
+    folder = write_cifar(root)
+    (folder / "test_batch").write_bytes(py2_style_pickle(batch))
+    with pytest.raises(UserError) as caught:
+        load_raw("cifar10:split=test")
+    message = str(caught.value)
+    assert message.startswith(f"{folder / 'test_batch'} is not a CIFAR-10 batch: ")
+    assert problem in message and "\n" not in message
+
+
+def test_a_truncated_cifar_batch_is_one_line(root: Path) -> None:
+    folder = write_cifar(root)
+    path = folder / "test_batch"
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(UserError) as caught:
+        load_raw("cifar10:split=test")
+    message = str(caught.value)
+    assert message.startswith(f"cannot read {path}: ") and "truncated" in message
+    assert "\n" not in message
