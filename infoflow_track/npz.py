@@ -89,6 +89,12 @@ def load_npz(path: str) -> RawData:
     for x_key, y_key in pairs:
         _check_inputs(path, x_key, arrays[x_key], None if x_key == "x" else arrays["x"])
         _check_labels(path, y_key, arrays[y_key], len(arrays[x_key]))
+    present = np.unique(arrays["y"])
+    if len(present) < 2:
+        value = present[0].item()
+        raise _npz_error(
+            path, "y", f"holds a single class ({value}); a classifier needs at least 2"
+        )
     x = np.concatenate([arrays[k] for k, _ in pairs]).astype(np.float32)
     x = standardise(x[:, None] if x.ndim == 3 else x)
     labels = np.concatenate([arrays[k] for _, k in pairs]).astype(np.int64)

@@ -27,13 +27,22 @@ DOWNLOAD_ENV = "INFOFLOW_DOWNLOAD"
 
 def data_dir() -> Path:
     """Where the torchvision sources' files lie (absolute): ``$INFOFLOW_DATA_DIR``, else
-    ``$XDG_CACHE_HOME/infoflow/data``, else ``~/.cache/infoflow/data``."""
+    ``$XDG_CACHE_HOME/infoflow/data``, else ``~/.cache/infoflow/data``. It need not exist yet;
+    a file there (or above it) is a UserError."""
     given = os.environ.get(DATA_DIR_ENV, "")
     if given:
-        return Path(given).expanduser().resolve()
-    cache = Path(os.environ.get("XDG_CACHE_HOME", ""))
-    base = cache if cache.is_absolute() else Path.home() / ".cache"  # XDG: ignore relative
-    return (base / "infoflow" / "data").resolve()
+        path = Path(given).expanduser().resolve()
+        named = f"--data-dir / ${DATA_DIR_ENV} {path}"
+    else:
+        cache = Path(os.environ.get("XDG_CACHE_HOME", ""))
+        base = cache if cache.is_absolute() else Path.home() / ".cache"  # XDG: ignore relative
+        path = (base / "infoflow" / "data").resolve()
+        named = f"the default data directory {path}"
+    existing = next(p for p in (path, *path.parents) if p.exists())  # the root exists
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"lies under {existing}, which is a file"
+        raise UserError(f"{named} {where}, not a directory")
+    return path
 
 
 def download_requested() -> bool:

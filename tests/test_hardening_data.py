@@ -1,5 +1,5 @@
-"""Bad data files are refused in one line, before anything runs or is written: planted pickles
-among the CIFAR-10 batches."""
+"""Bad data files and directories are refused in one line, before anything runs or is written:
+planted pickles among the CIFAR-10 batches, a data directory that is a file, a one-class .npz."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from infoflow_track import UserError
 from infoflow_track.cli import app
 from infoflow_track.data import load_raw
-from infoflow_track.vision import DATA_DIR_ENV, DOWNLOAD_ENV
+from infoflow_track.vision import DATA_DIR_ENV, DOWNLOAD_ENV, data_dir
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                "truck"]  # fmt: skip
@@ -153,3 +153,65 @@ def test_a_truncated_cifar_batch_is_one_line(root: Path) -> None:
     message = str(caught.value)
     assert message.startswith(f"cannot read {path}: ") and "truncated" in message
     assert "\n" not in message
+
+
+# --- the data directory -----------------------------------------------------------------------
+
+
+def test_a_data_directory_that_is_a_file_is_a_user_error(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "data.txt"
+    file.write_text("not a directory")
+    monkeypatch.setenv(DATA_DIR_ENV, str(file))
+    with pytest.raises(UserError) as caught:
+        data_dir()
+    assert str(caught.value) == (f"--data-dir / ${DATA_DIR_ENV} {file} is a file, not a directory")
+    monkeypatch.setenv(DATA_DIR_ENV, str(file / "sub"))
+    with pytest.raises(UserError, match=f"{file / 'sub'} lies under {file}, which is a file"):
+        data_dir()
+    monkeypatch.setenv(DATA_DIR_ENV, "")  # the default, under $XDG_CACHE_HOME
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    (tmp_path / "infoflow").write_text("a file")
+    with pytest.raises(UserError, match=f"default data directory {tmp_path / 'infoflow'}/data"):
+        data_dir()
+    monkeypatch.setenv(DATA_DIR_ENV, str(root))  # a directory not yet made is fine
+    assert data_dir() == root
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10:split=test"])
+def test_a_data_dir_file_exits_2_through_the_command(
+    dataset: str, root: Path, tmp_path: Path
+) -> None:
+    file = tmp_path / "data.txt"
+    file.write_text("not a directory")
+    args = ["run", "mlp", "--dataset", dataset, "--data-dir", str(file), "--epochs", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"error: --data-dir / ${DATA_DIR_ENV} {file} is a file, not a directory"
+    )
+    assert not (tmp_path / "mlruns").exists()
+
+
+# --- npz --------------------------------------------------------------------------------------
+
+
+def test_an_npz_of_one_class_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "one.npz"
+    np.savez(path, x=np.zeros((10, 3)), y=np.full(10, 7))
+    with pytest.raises(UserError) as caught:
+        load_raw(f"npz:{path}")
+    message = str(caught.value)
+    assert message == (
+        f"npz file {path}, array 'y': holds a single class (7); a classifier needs at least 2"
+    )
+
+
+def test_an_npz_of_one_class_exits_2_through_the_command(root: Path, tmp_path: Path) -> None:
+    path = tmp_path / "one.npz"
+    np.savez(path, x=np.zeros((10, 3)), y=np.full(10, 7))
+    result = CliRunner().invoke(app, ["run", "mlp", "--dataset", f"npz:{path}", "--epochs", "1"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().startswith(f"error: npz file {path}, array 'y': holds a single")
+    assert not (tmp_path / "mlruns").exists()
