@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from infoflow_track.errors import UserError, choices_text
 from infoflow_track.rawdata import RawData, one_line, standardise, with_official_test
@@ -33,12 +35,49 @@ def _npz_arrays(path: str) -> dict[str, np.ndarray]:
     with archive:
         arrays = {}
         for key in [k for k in NPZ_KEYS if k in archive.files]:
+            _check_header(path, archive, key)
             try:
                 arrays[key] = archive[key]
             except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
                 raise _npz_error(path, key, f"cannot be read: {one_line(exc)}") from None
     _check_npz_keys(path, arrays, archive.files)
     return arrays
+
+
+#: Deflate shrinks data at most 1032-fold, so a member's stated size beyond that is forged.
+_MAX_DEFLATE_RATIO = 1032
+
+
+def _check_header(path: str, archive: np.lib.npyio.NpzFile, key: str) -> None:
+    """Before numpy allocates array ``key``: its .npy header must be readable and its shape x
+    itemsize must be the bytes its member holds (a patched header would have numpy allocate
+    terabytes), and the member's stated size must fit its compressed size."""
+    member = f"{key}.npy" if f"{key}.npy" in archive.zip.namelist() else key
+    info = archive.zip.getinfo(member)
+    malformed = "malformed or truncated"
+    forged = {
+        zipfile.ZIP_STORED: info.file_size != info.compress_size,
+        zipfile.ZIP_DEFLATED: info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 64,
+    }.get(info.compress_type, False)
+    if forged:
+        claim = f"{info.file_size} bytes from {info.compress_size} stored"
+        raise _npz_error(path, key, f"{malformed}: its zip entry claims {claim}")
+    readers = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+    try:
+        with archive.zip.open(info) as member_file:
+            read = readers.get(npy_format.read_magic(member_file))
+            if read is None:  # another .npy version: numpy's own reader checks it
+                return
+            shape, _, dtype = read(member_file)
+            offset = member_file.tell()
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise _npz_error(path, key, f"{malformed}: its .npy header: {one_line(exc)}") from None
+    if dtype.hasobject:  # pickled objects: refused when read (allow_pickle=False)
+        return
+    needed, held = math.prod(shape) * dtype.itemsize, info.file_size - offset
+    if needed != held:
+        says = f"its header says shape {shape} of {dtype} ({needed} bytes)"
+        raise _npz_error(path, key, f"{malformed}: {says}, the file holds {held} bytes of data")
 
 
 def _npz_error(path: str, key: str, problem: str) -> UserError:

@@ -1,10 +1,12 @@
 """Bad data files and directories are refused in one line, before anything runs or is written:
-planted pickles among the CIFAR-10 batches, a data directory that is a file, a one-class .npz."""
+planted pickles among the CIFAR-10 batches, a data directory that is a file, a one-class or
+malformed .npz."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -215,3 +217,93 @@ def test_an_npz_of_one_class_exits_2_through_the_command(root: Path, tmp_path: P
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().startswith(f"error: npz file {path}, array 'y': holds a single")
     assert not (tmp_path / "mlruns").exists()
+
+
+def patch_npy_shape(path: Path, key: str, old: str, new: str) -> None:
+    """Rewrite member ``key``.npy of the npz at ``path`` with its header's shape text ``old``
+    replaced by ``new``, keeping the header's length (its padding absorbs the difference)."""
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    data = members[f"{key}.npy"]
+    header_len = int.from_bytes(data[8:10], "little")  # format version 1.0
+    header = data[10 : 10 + header_len].decode("latin1")
+    assert old in header
+    patched = header.replace(old, new)
+    patched = patched.rstrip(" \n")[: header_len - 1].ljust(header_len - 1) + "\n"
+    assert len(patched) == header_len
+    members[f"{key}.npy"] = data[:10] + patched.encode("latin1") + data[10 + header_len :]
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+
+
+@pytest.mark.parametrize(
+    ("shape", "says"),
+    [
+        ("(1000000000000, 3)", "header says shape (1000000000000, 3) of float64"),
+        ("(20, 3)", "header says shape (20, 3) of float64"),
+        ("(5, 3)", "header says shape (5, 3) of float64"),
+    ],
+)
+def test_an_npz_with_a_malformed_header_is_one_line(shape: str, says: str, tmp_path: Path) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez(path, x=np.zeros((10, 3)), y=np.arange(10) % 2)
+    patch_npy_shape(path, "x", "(10, 3)", shape)
+    with pytest.raises(UserError) as caught:
+        load_raw(f"npz:{path}")
+    message = str(caught.value)
+    assert message.startswith(f"npz file {path}, array 'x': malformed or truncated: ")
+    assert says in message and "240 bytes" in message and "\n" not in message
+    assert "allocate" not in message
+
+
+def test_an_npz_with_a_malformed_header_exits_2_through_the_command(
+    root: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez(path, x=np.zeros((10, 3)), y=np.arange(10) % 2)
+    patch_npy_shape(path, "x", "(10, 3)", "(1000000000000, 3)")
+    result = CliRunner().invoke(app, ["run", "mlp", "--dataset", f"npz:{path}", "--epochs", "1"])
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert message.startswith(f"error: npz file {path}, array 'x': malformed or truncated: ")
+    assert "\n" not in message and not (tmp_path / "mlruns").exists()
+
+
+def test_a_well_formed_npz_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "good.npz"
+    x, y = np.arange(30.0).reshape(10, 3), np.arange(10) % 3
+    np.savez_compressed(path, x=x, y=y, x_test=x[:4], y_test=y[:4])
+    raw = load_raw(f"npz:{path}")
+    assert raw.x.shape == (10, 3) and raw.x_test.shape == (4, 3)
+    np.testing.assert_array_equal(raw.y, y)
+
+
+def test_an_npz_entry_claiming_more_bytes_than_it_stores_is_refused(tmp_path: Path) -> None:
+    # Header and zip entry forged to agree on 2.4 GB that the file does not hold.
+    path = tmp_path / "forged.npz"
+    np.savez(path, x=np.zeros((10, 3)), y=np.arange(10) % 2)
+    patch_npy_shape(path, "x", "(10, 3)", "(100000000, 3)")
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")  # the central directory's records
+    while data[entry + 46 : entry + 46 + 5] != b"x.npy":
+        entry = data.index(b"PK\x01\x02", entry + 4)
+    data[entry + 24 : entry + 28] = (100_000_000 * 24 + 128).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError) as caught:
+        load_raw(f"npz:{path}")
+    message = str(caught.value)
+    assert message.startswith(f"npz file {path}, array 'x': malformed or truncated: ")
+    assert "its zip entry claims 2400000128 bytes from 368 stored" in message
+
+
+def test_an_npz_member_that_is_not_npy_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "junk.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", b"not an array at all")
+        archive.writestr("y.npy", b"")
+    with pytest.raises(UserError) as caught:
+        load_raw(f"npz:{path}")
+    message = str(caught.value)
+    assert message.startswith(f"npz file {path}, array 'x': malformed or truncated: its .npy ")
+    assert "\n" not in message
