@@ -12,7 +12,8 @@ Three environment variables select the extensions of each kind; for plugins the 
 
 - ``INFOFLOW_DISABLE_PLUGIN_AUTOLOAD=1``: read no entry points at all;
 - ``INFOFLOW_PLUGINS=module:Class,...``: load these classes too, imported while scanning
-  (their names are only known from the class) from sys.path or else the working directory;
+  (their names are only known from the class) from sys.path or else the working directory,
+  which is not put on sys.path (:func:`import_from_cwd`);
 - ``INFOFLOW_DISABLE_PLUGINS=name,...``: ignore these plugins, never importing them.
 
 Estimators read ``INFOFLOW_DISABLE_ESTIMATOR_AUTOLOAD``, ``INFOFLOW_ESTIMATORS`` and
@@ -22,6 +23,9 @@ Estimators read ``INFOFLOW_DISABLE_ESTIMATOR_AUTOLOAD``, ``INFOFLOW_ESTIMATORS``
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.machinery
+import importlib.util
 import os
 import re
 import sys
@@ -165,7 +169,7 @@ class Entry:
             self._error = self.conflict
             if self._error is None:
                 try:
-                    cls = load_target(self.target)
+                    cls = load_target(self.target, from_cwd=self.explicit)
                     self.kind.check(cls, self.name)
                     self._loaded = cls
                 except (Exception, SystemExit) as exc:  # third-party code: any failure
@@ -185,9 +189,47 @@ class Entry:
         return None
 
 
-def load_target(target: str) -> Any:
-    """Import ``module:Class`` and return the object it names."""
-    return metadata.EntryPoint("", target, "").load()
+def load_target(target: str, from_cwd: bool = False) -> Any:
+    """Import ``module:Class`` and return the object it names. With ``from_cwd`` (a class
+    named explicitly) a module that is not importable is looked for in the working directory,
+    without putting that directory on sys.path (see :func:`import_from_cwd`)."""
+    if not from_cwd:
+        return metadata.EntryPoint("", target, "").load()
+    module_name, _, attribute = target.partition(":")
+    try:
+        found = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name.partition(".")[0]:
+            raise
+        found = import_from_cwd(module_name, exc)
+    for part in attribute.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def import_from_cwd(module_name: str, not_found: ModuleNotFoundError) -> Any:
+    """Import ``module_name`` with its top-level package (or module) from the working
+    directory, and the rest of its dotted name through that package's ``__path__``; raise
+    ``not_found`` if the directory holds no such top level.
+
+    sys.path stays as it was: a module planted in the working directory (a ``psutil.py``,
+    say) is not run by another library's optional import. A module loaded so imports its
+    siblings relatively or through its package, not as top-level modules of the directory.
+    """
+    top = module_name.partition(".")[0]
+    spec = importlib.machinery.PathFinder.find_spec(top, [os.getcwd()])
+    if spec is None:
+        raise not_found
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[top] = module
+    try:
+        if spec.loader is not None:  # None: a namespace package, nothing to run
+            spec.loader.exec_module(module)
+        return importlib.import_module(module_name)
+    except BaseException:
+        for name in [n for n in sys.modules if n == top or n.startswith(f"{top}.")]:
+            del sys.modules[name]  # as a failed import leaves it: a later try starts afresh
+        raise
 
 
 def failure_text(exc: BaseException) -> str:
@@ -209,8 +251,6 @@ def scan(selection: Selection | None = None, kind: ExtensionKind = PLUGINS) -> D
     points are read as metadata only; explicit classes are imported to learn their names."""
     selection = Selection.from_env(kind=kind) if selection is None else selection
     found = _entry_point_entries(kind) if selection.autoload else []
-    if selection.explicit and os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())  # after installed packages, as a last resort
     found += [_explicit_entry(target, kind) for target in selection.explicit]
     claims: dict[str, list[Entry]] = {}
     seen: set[tuple[str, str, str]] = set()
@@ -251,7 +291,7 @@ def _explicit_entry(target: str, kind: ExtensionKind) -> Entry:
     target itself when it cannot be imported (then it is broken with that reason)."""
     package, version = distribution_of(target.partition(":")[0])
     try:
-        cls = load_target(target)
+        cls = load_target(target, from_cwd=True)
     except (Exception, SystemExit) as exc:
         entry = Entry(target, target, package, version, explicit=True, kind=kind)
         entry._error = failure_text(exc)

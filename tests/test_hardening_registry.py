@@ -1,0 +1,107 @@
+"""Hardening of discovery and of the boolean variables: a --plugin class from the working
+directory is imported without putting that directory on sys.path, every boolean variable is
+read by one strict parser, and a process scans the entry points once, not once per run."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import plant_plugin, tiny_plugin
+
+from infoflow_track.registry import EXPLICIT_ENV, discover
+
+# -- item 11: --plugin MODULE:CLASS from the working directory, sys.path left alone ----------
+
+PLANTED = "planted_probe_mod"  # like a psutil.py left in the working directory
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory holding a planted module that writes ``ran`` when imported."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / f"{PLANTED}.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # whatever happens, restored afterwards
+    yield work
+    for name in list(sys.modules):
+        if name.startswith(("hardened_", PLANTED)):
+            del sys.modules[name]
+
+
+#: layout -> (files in the working directory, the --plugin target)
+LAYOUTS = {
+    "namespace": ({"hardened_ns/plugin.py": "hardened-ns"}, "hardened_ns.plugin:Tiny"),
+    "package": (
+        {
+            "hardened_pkg/__init__.py": None,
+            "hardened_pkg/rules/__init__.py": None,
+            "hardened_pkg/rules/plugin.py": "hardened-pkg",
+        },
+        "hardened_pkg.rules.plugin:Tiny",
+    ),
+    "module": ({"hardened_mod.py": "hardened-mod"}, "hardened_mod:Tiny"),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_a_working_directory_plugin_loads_without_widening_sys_path(
+    workdir: Path, layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files, target = LAYOUTS[layout]
+    for path, name in files.items():
+        (workdir / path).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / path).write_text("" if name is None else tiny_plugin(name))
+    plugin_name = next(name for name in files.values() if name)
+    before = list(sys.path)
+    monkeypatch.setenv(EXPLICIT_ENV, target)
+    entry = discover()[plugin_name]
+    assert entry.broken_reason() is None and entry.explicit
+    assert entry.load().__module__ == target.partition(":")[0]
+    assert discover()[plugin_name].load() is entry.load()  # a second scan: the same class
+    assert sys.path == before and str(workdir) not in sys.path and "" not in sys.path
+    assert importlib.util.find_spec(PLANTED) is None
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(PLANTED)
+    assert not (workdir.parent / "ran").exists()
+
+
+def test_a_module_missing_everywhere_is_broken_with_the_import_error(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(EXPLICIT_ENV, "hardened_absent.plugin:Tiny")
+    reason = discover()["hardened_absent.plugin:Tiny"].broken_reason() or ""
+    assert "ModuleNotFoundError: No module named 'hardened_absent'" in reason
+    (workdir / "hardened_sub").mkdir()
+    (workdir / "hardened_sub" / "__init__.py").write_text("")
+    monkeypatch.setenv(EXPLICIT_ENV, "hardened_sub.absent:Tiny")  # the package is there
+    reason = discover()["hardened_sub.absent:Tiny"].broken_reason() or ""
+    assert "No module named 'hardened_sub.absent'" in reason
+    assert str(workdir) not in sys.path
+
+
+def test_an_entry_point_target_is_never_looked_up_in_the_working_directory(
+    workdir: Path, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    plant_plugin(site, "hardened-ep-dist", {"hardened-ep": "hardened_ep:Tiny"}, {})
+    (workdir / "hardened_ep.py").write_text(tiny_plugin("hardened-ep"))  # not the package's
+    sys.path.insert(0, str(site))
+    reason = discover()["hardened-ep"].broken_reason() or ""
+    assert "No module named 'hardened_ep'" in reason
+
+
+def test_an_installed_module_wins_over_one_in_the_working_directory(
+    workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "hardened_twin.py").write_text(tiny_plugin("hardened-installed"))
+    (workdir / "hardened_twin.py").write_text(tiny_plugin("hardened-local"))
+    sys.path.insert(0, str(site))
+    monkeypatch.setenv(EXPLICIT_ENV, "hardened_twin:Tiny")
+    assert set(discover()) >= {"hardened-installed"} and "hardened-local" not in discover()
