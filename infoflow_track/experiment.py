@@ -23,6 +23,7 @@ from infoflow_track import __version__
 from infoflow_track.data import Dataset, load_dataset
 from infoflow_track.devices import describe_device, resolve_device
 from infoflow_track.engine import EpochHook, EpochListener, build_model, train
+from infoflow_track.envflags import check_flags
 from infoflow_track.errors import UserError
 from infoflow_track.estimators import EstimatorChoice, resolve_estimators
 from infoflow_track.hparams import parse_config, specs
@@ -144,7 +145,9 @@ def plan_run(
 ) -> RunPlan:
     """Resolve and validate a run of a plugin (its name, or its entry) with its
     hyperparameter ``overrides``, run settings and estimator options ``{estimator: {option:
-    value}}``, and build its model; UserError names any bad input."""
+    value}}``, and build its model; UserError names any bad input, a malformed boolean
+    variable (``$INFOFLOW_DOWNLOAD``) among them, whether or not this run reads it."""
+    check_flags()
     entry = plugin if isinstance(plugin, Entry) else get_entry(plugin)
     plugin_cls = entry.load()
     config = parse_config(plugin_cls.Config, overrides)

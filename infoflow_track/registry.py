@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+from infoflow_track.envflags import env_flag
 from infoflow_track.errors import UserError, choices_text
 from infoflow_track.names import FRAMEWORK_METRIC_PREFIXES
 
@@ -41,8 +42,6 @@ NAME_RE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 _TARGET_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _API_RE = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 _METRIC_RE = re.compile(r"[A-Za-z0-9_.\-/]{1,250}")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"", "0", "false", "no", "off"}
 
 
 @dataclass(frozen=True)
@@ -116,20 +115,16 @@ class Selection:
     def from_env(
         cls, environ: Mapping[str, str] = os.environ, kind: ExtensionKind = PLUGINS
     ) -> Selection:
-        """Read the kind's three variables; a malformed value is a UserError naming it."""
-        off = environ.get(kind.autoload_env, "").strip().lower()
-        if off not in _TRUE | _FALSE:
-            raise UserError(
-                f"{kind.autoload_env}={off!r}: valid are 1, true, yes, on (no entry points "
-                "are read) or 0, false, no, off, empty"
-            )
+        """Read the kind's three variables; a malformed value is a UserError naming it (the
+        autoload variable is a boolean, read by :func:`~infoflow_track.envflags.env_flag`)."""
+        off = env_flag(kind.autoload_env, environ)
         explicit = _checked_list(environ, kind.explicit_env, _TARGET_RE, f"{kind.noun} class",
                                  kind.explicit_option,
                                  "MODULE:CLASS, e.g. my_package.module:MyClass")  # fmt: skip
         valid_name = f"a {kind.noun} name: lowercase letters, digits, dashes"
         disabled = _checked_list(environ, kind.disabled_env, NAME_RE, f"{kind.noun} name",
                                  kind.disabled_option, valid_name)  # fmt: skip
-        return cls(off not in _TRUE, tuple(dict.fromkeys(explicit)), frozenset(disabled))
+        return cls(not off, tuple(dict.fromkeys(explicit)), frozenset(disabled))
 
 
 def split_list(text: str) -> list[str]:

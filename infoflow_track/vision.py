@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infoflow_track.envflags import env_flag
 from infoflow_track.errors import UserError, choices_text
 from infoflow_track.rawdata import RawData, one_line, standardise, with_official_test
 
@@ -46,9 +47,10 @@ def data_dir() -> Path:
 
 
 def download_requested() -> bool:
-    """Whether missing files may be downloaded: ``$INFOFLOW_DOWNLOAD`` is 1 (``--download``),
-    true or yes."""
-    return os.environ.get(DOWNLOAD_ENV, "").strip().lower() in {"1", "true", "yes"}
+    """Whether missing files may be downloaded: ``$INFOFLOW_DOWNLOAD`` is on (1, as
+    ``--download`` sets it, true, yes, on); a value that is no boolean word is a UserError
+    (see :func:`~infoflow_track.envflags.env_flag`)."""
+    return env_flag(DOWNLOAD_ENV)
 
 
 VISION_SPLITS = ("official", "train", "test")

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 from helpers import plant_plugin, tiny_plugin
+from typer.testing import CliRunner
 
-from infoflow_track.registry import EXPLICIT_ENV, discover
+from infoflow_track import UserError, registry, vision
+from infoflow_track.estimators import ESTIMATORS
+from infoflow_track.registry import AUTOLOAD_OFF_ENV, EXPLICIT_ENV, discover, scan
 
 # -- item 11: --plugin MODULE:CLASS from the working directory, sys.path left alone ----------
 
@@ -105,3 +108,79 @@ def test_an_installed_module_wins_over_one_in_the_working_directory(
     sys.path.insert(0, str(site))
     monkeypatch.setenv(EXPLICIT_ENV, "hardened_twin:Tiny")
     assert set(discover()) >= {"hardened-installed"} and "hardened-local" not in discover()
+
+
+# -- item 12: one strict parser for every boolean variable -----------------------------------
+
+
+def env_flag(name: str) -> bool:
+    from infoflow_track.envflags import env_flag as flag  # imported here: new with item 12
+
+    return flag(name)
+
+
+WORDS = {"1": True, "true": True, "Yes": True, " ON ": True,
+         "0": False, "false": False, "NO": False, "off": False, "": False, "  ": False}  # fmt: skip
+
+
+@pytest.mark.parametrize("value", list(WORDS))
+def test_env_flag_reads_the_boolean_words(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFOFLOW_DOWNLOAD", value)
+    assert env_flag("INFOFLOW_DOWNLOAD") is WORDS[value]
+    assert vision.download_requested() is WORDS[value]
+
+
+def test_an_unset_flag_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INFOFLOW_DOWNLOAD", raising=False)
+    assert env_flag("INFOFLOW_DOWNLOAD") is False
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "y", "enable"])
+def test_env_flag_refuses_other_values_naming_variable_value_and_words(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INFOFLOW_DOWNLOAD", value)
+    for read in (lambda: env_flag("INFOFLOW_DOWNLOAD"), vision.download_requested):
+        with pytest.raises(UserError) as caught:
+            read()
+        message = str(caught.value)
+        assert f"INFOFLOW_DOWNLOAD={value!r}" in message and "\n" not in message
+        assert all(word in message for word in ("1", "true", "yes", "on", "0", "false", "off"))
+
+
+def test_every_boolean_variable_uses_the_one_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    from infoflow_track.envflags import BOOLEAN_VARIABLES
+
+    assert set(BOOLEAN_VARIABLES) == {
+        vision.DOWNLOAD_ENV, AUTOLOAD_OFF_ENV, ESTIMATORS.autoload_env
+    }  # fmt: skip
+    for variable, kind in ((AUTOLOAD_OFF_ENV, registry.PLUGINS), (ESTIMATORS.autoload_env,
+                                                                  ESTIMATORS)):  # fmt: skip
+        monkeypatch.setenv(variable, "maybe")
+        with pytest.raises(UserError, match=f"{variable}='maybe': valid are 1, true"):
+            scan(kind=kind)
+        monkeypatch.setenv(variable, " Off ")
+        assert scan(kind=kind).selection.autoload
+
+
+def _invoke(args: list[str], env: dict[str, str]) -> object:
+    from infoflow_track.cli import app
+
+    return CliRunner().invoke(app, args, env=env)
+
+
+@pytest.mark.parametrize("command", ["datasets", "run"])
+def test_a_malformed_download_variable_is_one_line_exit_2(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "store" / "mlflow.db"
+    args = {
+        "datasets": ["datasets"],
+        "run": ["run", "mlp", "--tracking-uri", f"sqlite:///{store}", "--set", "epochs=1"],
+    }
+    result = _invoke(args[command], {"INFOFLOW_DOWNLOAD": "maybe"})  # fmt: skip
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert message.startswith("error: INFOFLOW_DOWNLOAD='maybe': valid are") and "\n" not in message
+    assert result.stdout == "" and not store.parent.exists() and not (tmp_path / "mlruns").exists()
