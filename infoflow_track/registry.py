@@ -2,10 +2,12 @@
 (``infoflow.estimators``), each from entry points plus classes named explicitly.
 
 Find first, load later: :func:`scan` reads entry-point metadata only (name, target, package,
-version) and imports nothing. :meth:`Entry.load` imports one extension and checks its
-contract, its API version first; one that fails either is *broken*, with the reason kept,
-while every other keeps working. Two packages registering one name make that name broken,
-naming both. An :class:`ExtensionKind` says which group, contract and variables apply.
+version) and imports nothing; a process reads it once, and again only when sys.path or the
+distributions on it change (:func:`path_state`). :meth:`Entry.load` imports one extension
+and checks its contract, its API version first; one that fails either is *broken*, with the
+reason kept, while every other keeps working. Two packages registering one name make that
+name broken, naming both. An :class:`ExtensionKind` says which group, contract and variables
+apply.
 
 Three environment variables select the extensions of each kind; for plugins the CLI's
 ``--plugin`` and ``--disable-plugin`` set them, so spawned study workers select the same:
@@ -245,7 +247,7 @@ def scan(selection: Selection | None = None, kind: ExtensionKind = PLUGINS) -> D
     """Find the extensions of ``kind`` in ``selection`` (default: from the environment). Entry
     points are read as metadata only; explicit classes are imported to learn their names."""
     selection = Selection.from_env(kind=kind) if selection is None else selection
-    found = _entry_point_entries(kind) if selection.autoload else []
+    found = _entry_points_of(kind) if selection.autoload else []
     found += [_explicit_entry(target, kind) for target in selection.explicit]
     claims: dict[str, list[Entry]] = {}
     seen: set[tuple[str, str, str]] = set()
@@ -271,7 +273,55 @@ def discover(kind: ExtensionKind = PLUGINS) -> dict[str, Entry]:
     return scan(kind=kind).usable
 
 
+#: The last reading of each entry-point group and of the top-level modules' distributions,
+#: with the :func:`path_state` it was read under: a process (a study worker running trial
+#: after trial) reads the metadata again only when what it depends on has changed.
+_ENTRY_POINTS: dict[str, tuple[tuple, list[Entry]]] = {}
+_PACKAGES: list[tuple[tuple, Mapping[str, list[str]]]] = []
+_METADATA_SUFFIXES = (".dist-info", ".egg-info", ".egg")
+
+
+def path_state() -> tuple:
+    """What importlib.metadata finds distributions from: every sys.path entry (absolute) with
+    the metadata directories in it and their modification times. Planting or installing a
+    distribution, or changing sys.path, changes it; a stat per distribution is far cheaper
+    than reading every distribution's metadata."""
+    state = []
+    for entry in sys.path:
+        path = os.path.abspath(entry or os.curdir)
+        try:
+            with os.scandir(path) as found:
+                names = sorted((item.name, item.stat().st_mtime_ns) for item in found
+                               if item.name.endswith(_METADATA_SUFFIXES))  # fmt: skip
+            state.append((path, tuple(names)))
+        except NotADirectoryError:  # a zip archive
+            state.append((path, os.stat(path).st_mtime_ns))
+        except OSError:  # missing or unreadable: nothing found there
+            state.append((path, None))
+    return tuple(state)
+
+
+def _entry_points_of(kind: ExtensionKind) -> list[Entry]:
+    """Fresh entries of the kind's entry points, read again only if :func:`path_state` has
+    changed since the last reading (the selection is applied afresh by each scan)."""
+    state = path_state()  # before reading: a change while reading shows at the next scan
+    cached = _ENTRY_POINTS.get(kind.group)
+    if cached is None or cached[0] != state:
+        cached = _ENTRY_POINTS[kind.group] = (state, _entry_point_entries(kind))
+    return [dataclasses.replace(entry, kind=kind) for entry in cached[1]]  # unloaded copies
+
+
+def _packages_distributions() -> Mapping[str, list[str]]:
+    """:func:`importlib.metadata.packages_distributions`, read again only if
+    :func:`path_state` has changed."""
+    state = path_state()
+    if not _PACKAGES or _PACKAGES[0][0] != state:
+        _PACKAGES[:] = [(state, metadata.packages_distributions())]
+    return _PACKAGES[0][1]
+
+
 def _entry_point_entries(kind: ExtensionKind) -> list[Entry]:
+    """Read the entry points of the kind's group from every distribution's metadata."""
     entries = []
     for dist in metadata.distributions():
         package = dist.metadata["Name"] or "?"
@@ -300,7 +350,7 @@ def distribution_of(module: str) -> tuple[str, str]:
     """(package, version) of the installed distribution holding ``module``; for a module on
     the path that no distribution installed, its top-level name and version "unknown"."""
     top = module.partition(".")[0]
-    for dist_name in metadata.packages_distributions().get(top, []):
+    for dist_name in _packages_distributions().get(top, []):
         try:
             return metadata.metadata(dist_name)["Name"], metadata.version(dist_name)
         except metadata.PackageNotFoundError:

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from infoflow_track import UserError, registry, vision
 from infoflow_track.estimators import ESTIMATORS
-from infoflow_track.registry import AUTOLOAD_OFF_ENV, EXPLICIT_ENV, discover, scan
+from infoflow_track.registry import AUTOLOAD_OFF_ENV, DISABLED_ENV, EXPLICIT_ENV, discover, scan
+from infoflow_track.settings import RunSettings
 
 # -- item 11: --plugin MODULE:CLASS from the working directory, sys.path left alone ----------
 
@@ -184,3 +185,66 @@ def test_a_malformed_download_variable_is_one_line_exit_2(
     message = result.stderr.strip()
     assert message.startswith("error: INFOFLOW_DOWNLOAD='maybe': valid are") and "\n" not in message
     assert result.stdout == "" and not store.parent.exists() and not (tmp_path / "mlruns").exists()
+
+
+# -- item 14: one entry-point scan per process, fresh when what it depends on changes --------
+
+
+@pytest.fixture
+def scans(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Entry-point scans by group, counted while the real reading still happens."""
+    counts: dict[str, int] = {}
+    real = registry._entry_point_entries
+
+    def counted(kind):
+        counts[kind.group] = counts.get(kind.group, 0) + 1
+        return real(kind)
+
+    monkeypatch.setattr(registry, "_entry_point_entries", counted)
+    return counts
+
+
+def test_a_second_plan_run_in_a_process_scans_no_entry_points(scans: dict[str, int]) -> None:
+    from infoflow_track.experiment import plan_run
+
+    settings = RunSettings(dataset="digits", epochs=1)
+    first = plan_run("mlp", {}, settings)
+    after_first = dict(scans)
+    assert all(n <= 1 for n in after_first.values())  # none if an earlier test scanned already
+    second = plan_run("mlp", {}, settings)
+    assert scans == after_first  # the second run reads no entry points at all
+    assert first.entry.target == second.entry.target == "infoflow_plugins.mlp:MLPPlugin"
+    assert first.estimators.params() == second.estimators.params()
+
+
+def test_the_discovery_stays_fresh_when_the_selection_or_the_path_changes(
+    scans: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "mlp" in discover()
+    discover()
+    assert scans.get("infoflow.plugins", 0) <= 1
+    monkeypatch.setenv(DISABLED_ENV, "mlp")
+    found = scan()
+    assert "mlp" in found.disabled and "mlp" not in found.usable
+    monkeypatch.setenv(DISABLED_ENV, "")
+    monkeypatch.setenv(AUTOLOAD_OFF_ENV, "1")
+    assert discover() == {}
+    monkeypatch.setenv(AUTOLOAD_OFF_ENV, "")
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    plant_plugin(site, "hardened-fresh-a", {"fresh-a": "hardened_fresh_a:Tiny"},
+                 {"hardened_fresh_a": tiny_plugin("fresh-a")})  # fmt: skip
+    assert "fresh-a" in discover()  # a new directory on the path
+    plant_plugin(site, "hardened-fresh-b", {"fresh-b": "hardened_fresh_b:Tiny"},
+                 {"hardened_fresh_b": tiny_plugin("fresh-b")})  # fmt: skip
+    assert {"fresh-a", "fresh-b", "mlp"} <= set(discover())  # installed beside it since
+    assert discover()["fresh-b"].broken_reason() is None
+    before = dict(scans)
+    discover()
+    assert scans == before
+
+
+def test_an_entry_of_a_cached_scan_is_fresh_each_time(scans: dict[str, int]) -> None:
+    """Entries are not shared between scans: one's state (loaded or broken) never leaks."""
+    assert discover()["mlp"] is not discover()["mlp"]
