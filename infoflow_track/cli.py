@@ -17,11 +17,52 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer 0.2x vendors its own Click: its usage errors are these
+    from typer._click import exceptions as click_errors
+except ImportError:  # an older typer on the installed Click
+    from click import exceptions as click_errors
 
 from infoflow_track.errors import UserError
+from infoflow_track.uris import mask_credentials
+
+
+class _UsageLine(click_errors.ClickException):
+    """A usage error shown as every other error is: one line, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        typer.echo(f"error: {' '.join(self.format_message().split())}", err=True)
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """Click's usage errors (``--epochs abc``, ``--workers 0``, a missing argument) as one
+    line instead of its usage block; ``infoflow`` alone still prints the help."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _one_line_usage():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _one_line_usage():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line_usage() -> Iterator[None]:
+    try:
+        yield
+    except click_errors.NoArgsIsHelpError:
+        raise
+    except click_errors.UsageError as exc:
+        raise _UsageLine(exc.format_message()) from None
+
 
 app = typer.Typer(
     help="Study how information flows through neural networks while they learn.",
+    cls=_OneLineUsageErrors,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -43,7 +84,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {mask_credentials(str(exc))}", err=True)
         raise typer.Exit(UserError.exit_code) from None
 
 
@@ -241,10 +282,12 @@ def datasets(data_dir: DataDirOption = None, download: DownloadOption = False) -
     from infoflow_track import data, vision
 
     _use_data_options(data_dir, download)
-    fetch = "--download fetches missing files"
-    if vision.download_requested():
-        fetch = "missing files are downloaded on first use"
-    typer.echo(f"data directory: {vision.data_dir()} (--data-dir; {fetch})")
+    with user_errors():  # a data directory that is a file, a malformed $INFOFLOW_DOWNLOAD
+        fetch = "--download fetches missing files"
+        if vision.download_requested():
+            fetch = "missing files are downloaded on first use"
+        where = vision.data_dir()
+    typer.echo(f"data directory: {where} (--data-dir; {fetch})")
     for source in data.SOURCES.values():
         reason = source.default_unavailable_reason()
         state = "available" if reason is None else "unavailable"
@@ -318,30 +361,40 @@ def run(
     settings: dict[str, str] | None = None,
 ) -> None:
     """Train one plugin once and record the run in MLflow."""
-    from infoflow_track.experiment import execute_run, experiment_name, plan_from
+    from infoflow_track.experiment import experiment_name, plan_from
     from infoflow_track.hparams import merge_assignments, parse_assignments
-    from infoflow_track.tracking import Tracker, resolve_tracking_uri
+    from infoflow_track.tracking import resolve_tracking_uri
 
     _use_data_options(data_dir, download)
     with user_errors():
         plan = plan_from(plugin, merge_assignments(settings or {}, parse_assignments(set_ or [])))
         experiment = experiment_name(experiment, plan)
-        tracker = Tracker(tracking_uri)
+        uri = resolve_tracking_uri(tracking_uri)
+    with _run_outcome(f"tracking store {mask_credentials(uri)}"):
+        _run_plan(plan, uri, experiment, run_name)
+
+
+def _run_plan(plan: Any, uri: str, experiment: str, run_name: str | None) -> None:
+    from infoflow_track.experiment import execute_run
+    from infoflow_track.tracking import Tracker, resolve_tracking_uri
+
+    with user_errors():
+        tracker = Tracker(uri)
         tracker.experiment_id(experiment)
     typer.echo(
         f"{plan.entry.name} on {plan.data.name} ({plan.data.x_train.shape[0]} train, "
         f"{plan.data.x_test.shape[0]} test, {plan.data.num_classes} classes) on {plan.device}; "
         f"MI by {', '.join(e.describe() for e in plan.estimators.estimators)}"
     )
-    with _run_outcome(), _epoch_progress(plan.total_epochs) as listener:
+    with _epoch_progress(plan.total_epochs) as listener:
         result = execute_run(
             plan, tracker, experiment=experiment, run_name=run_name, listeners=[listener]
         )
     summary = _headline(result.metrics)
     ui_command = "infoflow ui"
     if tracker.uri != resolve_tracking_uri(None):
-        ui_command += f" --tracking-uri {shlex.quote(tracker.uri)}"
-    typer.echo(f"done: run {result.run_id}\n  {summary}\n  store: {tracker.uri}")
+        ui_command += f" --tracking-uri {shlex.quote(tracker.shown)}"
+    typer.echo(f"done: run {result.run_id}\n  {summary}\n  store: {tracker.shown}")
     typer.echo(f"  open the MLflow UI with `{ui_command}` (http://127.0.0.1:5000)")
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
@@ -349,10 +402,11 @@ def run(
 
 @contextmanager
 def _run_outcome(
-    interrupted: str = "a started run is recorded as KILLED",
+    stores: str, interrupted: str = "a started run is recorded as KILLED"
 ) -> Iterator[None]:
-    """A diverged run exits 1 and Ctrl-C exits 130, each with one line (runs are closed)."""
+    """A diverged run and a full disk exit 1, Ctrl-C exits 130, each with one line."""
     from infoflow_track.engine import DivergedError
+    from infoflow_track.tracking import is_disk_full
 
     try:
         yield
@@ -362,6 +416,13 @@ def _run_outcome(
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {interrupted}", err=True)
         raise typer.Exit(130) from None
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        typer.echo(f"failed: disk full writing to {stores}; free space and "
+                   "rerun: the next command that opens the experiment closes the runs this "
+                   "one left RUNNING as FAILED", err=True)  # fmt: skip
+        raise typer.Exit(1) from None
 
 
 def _headline(metrics: dict[str, float]) -> str:
@@ -415,11 +476,10 @@ def study(
 ) -> None:
     """Run (or continue) an Optuna study: one MLflow parent run, a child run per trial."""
     from infoflow_track.hparams import parse_assignments
-    from infoflow_track.study.report import publish_report
-    from infoflow_track.study.runner import check_runnable, open_study, run_study, tally
+    from infoflow_track.study.runner import check_runnable
     from infoflow_track.study.spec import load_spec
     from infoflow_track.study.storage import resolve_storage
-    from infoflow_track.tracking import Tracker, default_store_dir, resolve_tracking_uri
+    from infoflow_track.tracking import default_store_dir, resolve_tracking_uri
 
     _use_data_options(data_dir, download)
     with user_errors():
@@ -428,6 +488,19 @@ def study(
         check_runnable(spec)
         uri = resolve_tracking_uri(tracking_uri)
         ref = resolve_storage(storage, default_store_dir(uri))
+        ref.check()  # a server storage answers before either store is written
+    stores = f"tracking store {mask_credentials(uri)} or study storage {ref.shown}"
+    interrupted = "the running trials are failed and queued again; rerun to continue"
+    with _run_outcome(stores, interrupted):
+        _run_spec(spec, ref, uri, workers)
+
+
+def _run_spec(spec: Any, ref: Any, uri: str, workers: int) -> None:
+    from infoflow_track.study.report import publish_report
+    from infoflow_track.study.runner import open_study, run_study, tally
+    from infoflow_track.tracking import Tracker
+
+    with user_errors():
         tracker = Tracker(uri)
         opened = open_study(spec, ref, tracker)
     before = tally(opened.study)
@@ -436,14 +509,13 @@ def study(
         f"({before.finished} finished before), sampler {spec.sampler.describe()}, pruner "
         f"{spec.pruner.describe()}, {workers} worker(s)\n  storage: {ref.shown}"
     )
-    with _run_outcome("the running trials are failed and queued again; rerun to continue"):
-        counts = run_study(spec, ref, tracker, opened, workers=workers, echo=typer.echo)
+    counts = run_study(spec, ref, tracker, opened, workers=workers, echo=typer.echo)
     with user_errors():
         notes = publish_report(spec.name, opened.study, tracker, opened.parent_run_id)
     typer.echo(
         f"done: {counts.finished}/{spec.n_trials} finished ({counts.complete} complete, "
         f"{counts.pruned} pruned, {counts.failed} failed)\n  parent run {opened.parent_run_id} in "
-        f"experiment '{spec.name}', store {tracker.uri}"
+        f"experiment '{spec.name}', store {tracker.shown}"
     )
     for note in notes:
         typer.echo(f"  {note}")
@@ -483,7 +555,7 @@ def report(
     Console(width=max(120, 12 * len(header))).print(table)
     notes = publish_report(name, study, tracker, parent)
     typer.echo(f"best: {best_text(study)}\nfigures and trials.csv logged to parent run "
-               f"{parent} (experiment '{name}', store {tracker.uri})")  # fmt: skip
+               f"{parent} (experiment '{name}', store {tracker.shown})")  # fmt: skip
     for note in notes:
         typer.echo(f"  {note}")
 
@@ -494,12 +566,13 @@ def ui(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store to serve")] = None,
 ) -> None:
     """Serve the MLflow UI for the store (default mlruns/) on http://127.0.0.1:PORT."""
-    from infoflow_track.tracking import Tracker, ui_command
+    from infoflow_track.tracking import Tracker, check_port_free, ui_command
 
     with user_errors():
+        check_port_free(port)
         tracker = Tracker(tracking_uri)  # validated, and created once if new
         cmd = ui_command(tracker.uri, port)
-    typer.echo(f"MLflow UI for {tracker.uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    typer.echo(f"MLflow UI for {tracker.shown} at http://127.0.0.1:{port} (Ctrl-C to stop)")
     sys.stdout.flush()
     os.execv(cmd[0], cmd)
 

@@ -49,6 +49,8 @@ ESTIMATORS_TAG = "infoflow.mi"
 #: Layers whose I(X;T) sat within 1% of its ceiling at every measured epoch.
 SATURATED_TAG = "infoflow.saturated"
 WARNINGS_TAG = "infoflow.warnings"
+#: The process that writes the run, ``host:pid:start`` (see infoflow_track.owners).
+OWNER_TAG = "infoflow.owner"
 
 
 def qualifier(estimator: str | None, extra: str | None = None) -> str:

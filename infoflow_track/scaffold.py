@@ -30,6 +30,10 @@ LAYOUT = {
 }
 
 
+#: Longer names make file names (``infoflow_NAME/``, ``studies/NAME.toml``) no file system takes.
+MAX_NAME_LENGTH = 64
+
+
 @dataclass(frozen=True)
 class PackageNames:
     """The names of a new plugin package, all derived from the plugin name."""
@@ -41,10 +45,11 @@ class PackageNames:
 
     @classmethod
     def of(cls, name: str) -> PackageNames:
-        if not NAME_RE.fullmatch(name):
+        if not NAME_RE.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
             raise UserError(
-                f"plugin name {name!r} is not valid: use lowercase letters, digits and dashes, "
-                "starting with a letter, e.g. sparse-mlp"
+                f"plugin name {name[:40]!r}{'...' * (len(name) > 40)} is not valid: use 1 to "
+                f"{MAX_NAME_LENGTH} lowercase letters, digits and dashes, starting with a "
+                "letter, e.g. sparse-mlp"
             )
         camel = "".join(part.capitalize() for part in name.split("-"))
         return cls(name, f"infoflow-{name}", f"infoflow_{name.replace('-', '_')}", camel + "Plugin")

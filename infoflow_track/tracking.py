@@ -8,6 +8,8 @@ store (another SQLite file, or an MLflow tracking server). Metrics are written a
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -23,6 +25,9 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from infoflow_track.errors import UserError
+from infoflow_track.names import ERROR_TAG, OWNER_TAG
+from infoflow_track.owners import owner_alive, owner_id
+from infoflow_track.uris import mask_credentials, split_credentials
 
 DEFAULT_STORE_DIR = "mlruns"
 DEFAULT_DB_NAME = "mlflow.db"
@@ -46,7 +51,8 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     scheme = urlparse(uri).scheme.split("+")[0]
     if scheme not in STORE_SCHEMES:
         raise UserError(
-            f"invalid tracking URI {uri!r}: MLflow 3 has no file store; valid are "
+            f"invalid tracking URI {mask_credentials(uri)!r}: MLflow 3 has no file store; valid "
+            "are "
             "sqlite:///PATH/mlflow.db, http(s)://SERVER, postgresql://..., mysql://..."
         )
     db = sqlite_path(uri)
@@ -54,7 +60,25 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
         return uri
     if not db.name or db.is_dir() or uri.endswith("/"):
         raise UserError(f"invalid tracking URI {uri!r}: name a database file, e.g. sqlite:///x.db")
+    check_creatable(db, f"tracking URI {uri!r}")
     return "sqlite:///" + str(db.resolve())
+
+
+def check_creatable(path: Path, what: str) -> None:
+    """UserError naming ``what`` unless ``path`` is a file or could be made: no folder on its
+    way may be a file, and the first existing one must be writable. Nothing is created."""
+    path = path.expanduser().absolute()
+    if path.exists():
+        if not path.is_file():
+            raise UserError(f"invalid {what}: {str(path)!r} is not a regular file")
+        return
+    for folder in path.parents:
+        if folder.is_dir():
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise UserError(f"invalid {what}: the folder {str(folder)!r} is not writable")
+            return
+        if folder.exists() or folder.is_symlink():
+            raise UserError(f"invalid {what}: {str(folder)!r} is not a folder")
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -82,6 +106,9 @@ def artifact_root(uri: str) -> Path | None:
 def _quiet_mlflow_logs() -> None:
     for name in ("mlflow", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # It logs each database error with its traceback before raising it: the error reaches
+    # the command, which reports it in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 @contextmanager
@@ -113,14 +140,19 @@ def check_experiment_name(name: str) -> str:
     return stripped
 
 
-def ui_command(uri: str, port: int) -> list[str]:
-    """The argv serving the MLflow UI for store ``uri`` on 127.0.0.1:``port``; a port that is
-    taken is a UserError."""
+def check_port_free(port: int) -> None:
+    """UserError if ``port`` on 127.0.0.1 is taken."""
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as exc:
             raise UserError(f"--port {port} is not free on 127.0.0.1: {exc.strerror}") from None
+
+
+def ui_command(uri: str, port: int) -> list[str]:
+    """The argv serving the MLflow UI for store ``uri`` on 127.0.0.1:``port``; a port that is
+    taken is a UserError."""
+    check_port_free(port)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     root = artifact_root(uri)
@@ -129,29 +161,105 @@ def ui_command(uri: str, port: int) -> list[str]:
     return cmd
 
 
+def _create_sqlite_store(db: Path) -> None:
+    """Create MLflow's schema in a file beside ``db`` and rename it into place (call under
+    :func:`_creation_lock`): a process killed mid-migration leaves no half-made store."""
+    from mlflow.tracking import MlflowClient
+
+    for stale in db.parent.glob(f".{db.name}.creating-*"):  # of killed creators
+        stale.unlink(missing_ok=True)
+    draft = db.with_name(f".{db.name}.creating-{os.getpid()}")
+    client = MlflowClient(tracking_uri=f"sqlite:///{draft}")
+    client.get_experiment_by_name("Default")
+    client._tracking_client.store.engine.dispose()  # MLflow keeps no other handle on it
+    os.replace(draft, db)
+
+
+def half_made_reason(db: Path) -> str | None:
+    """Why the SQLite file ``db`` is an MLflow store whose creation was cut off (a table of an
+    unfinished migration, or no schema version), or None if it is not one."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        tables = {
+            row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if not tables:
+            return None
+        leftovers = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
+        if leftovers:
+            return f"an unfinished schema migration left table {leftovers[0]}"
+        if (
+            "alembic_version" not in tables
+            or not con.execute("SELECT count(*) FROM alembic_version").fetchone()[0]
+        ):
+            return "it has no schema version"
+    return None
+
+
+def _holds_runs(db: Path) -> bool:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        try:
+            return bool(con.execute("SELECT count(*) FROM runs").fetchone()[0])
+        except sqlite3.Error:
+            return False
+
+
+def _open_sqlite_store(db: Path) -> None:
+    """Create the store ``db`` if absent, or rebuild it if its creation was cut off before
+    any run was recorded; a half-made store holding runs is a UserError with the fix."""
+    if not db.exists() or db.stat().st_size == 0:
+        _create_sqlite_store(db)
+        return
+    reason = half_made_reason(db)
+    if reason is None:
+        return
+    if _holds_runs(db):
+        raise UserError(
+            f"tracking store {str(db)!r} is half-migrated ({reason}): back it up, drop the "
+            f"_alembic_tmp_ tables and run `mlflow db upgrade sqlite:///{db}`"
+        )
+    db.unlink()  # a creation cut off before any run: nothing to keep
+    _create_sqlite_store(db)
+
+
 class Tracker:
     """One tracking store, opened (and for SQLite created, once, under a lock) on construction.
 
-    A store that cannot be opened is a :class:`UserError` naming the URI.
+    A store that cannot be opened is a :class:`UserError` naming the URI. ``create=False``
+    refuses a SQLite store that does not exist instead of creating it. An http(s) URI's
+    ``user:password@`` moves to ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``, where MLflow reads
+    basic-auth credentials (spawned workers inherit them).
     """
 
-    def __init__(self, uri: str | None = None) -> None:
+    def __init__(self, uri: str | None = None, *, create: bool = True) -> None:
         from mlflow.tracking import MlflowClient
 
         _quiet_mlflow_logs()  # after the import: mlflow sets its own levels when imported
-        self.uri = resolve_tracking_uri(uri)
+        self.uri = _use_credentials(resolve_tracking_uri(uri))
+        self.shown = mask_credentials(self.uri)
         self._experiments: dict[str, str] = {}
         db = sqlite_path(self.uri)
+        if db is not None and not create and not db.is_file():
+            raise UserError(f"no tracking store at {str(db)!r}: give the --tracking-uri of the "
+                            "store the study was run with")  # fmt: skip
         _check_server_reachable(self.uri)
         try:
             if db is not None:
                 db.parent.mkdir(parents=True, exist_ok=True)
-            with _creation_lock(db):
-                self.client = MlflowClient(tracking_uri=self.uri)
-                self.client.get_experiment_by_name("Default")  # opens (creates) the store
+                with _creation_lock(db):
+                    _open_sqlite_store(db)
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client.get_experiment_by_name("Default")  # opens the store
+        except UserError:
+            raise
         except Exception as exc:  # OSError, MlflowException, database errors
+            if is_disk_full(exc):
+                raise  # not bad input: the command says so and exits 1
             raise UserError(
-                f"cannot open tracking store {self.uri!r}: {_first_line(exc)}"
+                f"cannot open tracking store {self.shown!r}: {error_line(exc)}"
             ) from None
 
     def experiment_id(self, name: str) -> str:
@@ -164,19 +272,39 @@ class Tracker:
             found_id = self._create_experiment(name)
         elif found.lifecycle_stage == "deleted":
             raise UserError(
-                f"experiment {name!r} is deleted in {self.uri}: restore it "
+                f"experiment {name!r} is deleted in {self.shown}: restore it "
                 "(`mlflow experiments restore`) or choose another --experiment"
             )
         else:
             found_id = found.experiment_id
+            self.close_abandoned(found_id)
         self._experiments[name] = found_id
         return found_id
+
+    def close_abandoned(self, experiment_id: str) -> list[str]:
+        """End as FAILED, with the reason in ``infoflow.error``, every RUNNING run of the
+        experiment whose owning process on this host is gone (killed, out of memory, a full
+        disk); the ids of the runs closed. Runs owned on other hosts are left alone."""
+        closed = []
+        runs = self.client.search_runs(
+            [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000
+        )
+        for run in runs:
+            owner = run.data.tags.get(OWNER_TAG)
+            if not owner or owner_alive(owner) is not False:
+                continue
+            reason = f"abandoned: its process ({owner}) ended without closing the run"
+            logger = RunLogger(self.client, run.info.run_id)
+            logger.set_tags({ERROR_TAG: run.data.tags.get(ERROR_TAG) or reason})
+            logger.end("FAILED")
+            closed.append(run.info.run_id)
+        return closed
 
     def _create_experiment(self, name: str) -> str:
         root = artifact_root(self.uri)
         location = None
         if root is not None:
-            slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "experiment"
+            slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[:100] or "experiment"
             location = (root / f"{slug}-{int(time.time() * 1000)}").as_uri()
         from mlflow.exceptions import MlflowException
 
@@ -196,7 +324,7 @@ class Tracker:
         parent_run_id: str | None = None,
     ) -> RunLogger:
         """Create a run (a child of ``parent_run_id`` if given) and return its logger."""
-        all_tags = dict(tags or {})
+        all_tags = {OWNER_TAG: owner_id(), **(tags or {})}
         if parent_run_id is not None:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(
@@ -209,15 +337,27 @@ class Tracker:
         return RunLogger(self.client, run_id)
 
     def experiment_of(self, run_id: str | None) -> str | None:
-        """The experiment id of run ``run_id``, or None if this store has no such run."""
+        """The experiment id of run ``run_id``, or None if this store has no such run (any
+        other failure to read the store propagates)."""
         from mlflow.exceptions import MlflowException
 
         if not run_id:
             return None
         try:
             return self.client.get_run(run_id).info.experiment_id
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                return None
+            raise
+
+    def find_runs(self, experiment_id: str, tags: Mapping[str, str]) -> list[str]:
+        """Ids of the experiment's runs carrying every tag of ``tags``, oldest first."""
+        clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+        runs = self.client.search_runs(
+            [experiment_id], filter_string=" and ".join(clauses),
+            order_by=["attributes.start_time ASC"], max_results=1000,
+        )  # fmt: skip
+        return [run.info.run_id for run in runs]
 
     def histories(self, run_id: str, keep: Any) -> dict[str, tuple[list[int], list[float]]]:
         """``{key: (steps, values)}`` of the run's metrics whose key ``keep(key)`` accepts."""
@@ -228,23 +368,57 @@ class Tracker:
         return out
 
 
+def _use_credentials(uri: str) -> str:
+    """An http(s) URI without its ``user:password@``, which go to MLflow's variables."""
+    if urlparse(uri).scheme not in ("http", "https"):
+        return uri
+    bare, user, password = split_credentials(uri)
+    if user is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = user
+    if password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    return bare
+
+
 def _check_server_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """For an http(s) store, one quick /health request: MLflow's own client retries an
     unreachable server for minutes before it gives up."""
     if urlparse(uri).scheme not in ("http", "https"):
         return
+    import base64
     import urllib.request
 
+    request = urllib.request.Request(uri.rstrip("/") + "/health")
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if user is not None:
+        pair = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+        with urllib.request.urlopen(request, timeout=timeout_s):
             pass
     except OSError as exc:
-        raise UserError(f"cannot reach tracking server {uri!r}: {_first_line(exc)}") from None
+        shown = mask_credentials(uri)
+        raise UserError(f"cannot reach tracking server {shown!r}: {error_line(exc)}") from None
 
 
-def _first_line(exc: BaseException) -> str:
+def error_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, credentials masked."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+    return mask_credentials(f"{type(exc).__name__}: {text[0] if text else ''}")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) says the disk is full."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        text = str(exc).lower()
+        if "database or disk is full" in text or "no space left on device" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class RunLogger:
@@ -294,8 +468,10 @@ class RunLogger:
         self.client.set_terminated(self.run_id, status=status)
 
     def reopen(self) -> None:
-        """Mark a closed run RUNNING again (a continued study's parent run)."""
+        """Mark a closed run RUNNING again, owned by this process (a continued study's parent
+        run)."""
         self.client.update_run(self.run_id, status="RUNNING")
+        self.set_tags({OWNER_TAG: owner_id()})
 
     @property
     def status(self) -> str:

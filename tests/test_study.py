@@ -333,10 +333,10 @@ BAD_SPECS = {
         '[sampler]\ntype = "grid"\n[search]\nlr = { type = "float", low = 0.001, high = 0.01 }\n',
         "'lr'",
     ),
-    "seed that is no integer": ('[sampler]\ntype = "tpe"\nseed = "abc"\n', "seed 'abc'"),
+    "seed that is no integer": ('[sampler]\ntype = "tpe"\nseed = "abc"\n', "seed = 'abc'"),
     "bad pruner option value": (
         '[pruner]\ntype = "median"\nn_startup_trials = -1\n',
-        "invalid options for pruner median",
+        "n_startup_trials = -1 of [pruner] median",
     ),
     "malformed toml": ("[search\n", "malformed study spec"),
     "zero trials": ("n_trials = 0\n", "n_trials 0"),
@@ -375,7 +375,7 @@ def test_unknown_study_name_lists_the_studies(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="pid start times come from /proc")
 def test_owner_of_a_reused_pid_is_not_alive() -> None:
-    from infoflow_track.study.storage import owner_alive, owner_id
+    from infoflow_track.owners import owner_alive, owner_id
 
     me = owner_id()
     host, pid, start = me.rsplit(":", 2)

@@ -100,7 +100,7 @@ def test_git_state_only_for_files_a_repository_tracks(tmp_path: Path) -> None:
 
 def test_a_store_that_cannot_be_created_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("")
-    with pytest.raises(UserError, match="cannot open tracking store"):
+    with pytest.raises(UserError, match="is not a folder"):
         Tracker(f"sqlite:///{tmp_path / 'afile' / 'mlflow.db'}")
 
 

@@ -8,6 +8,8 @@ options of the Optuna class, e.g. ``seed``, ``n_startup_trials``); unknown optio
 from __future__ import annotations
 
 import inspect
+import math
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -61,15 +63,60 @@ def parse_algorithm(raw: Any, table: str, default: str) -> Algorithm:
     kind = options.pop("type", None)
     if kind not in names:
         raise UserError(f"invalid {table} type {kind!r}: valid are {choices_text(names)}")
-    cls = _optuna_class(table, kind)
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"} - _RESERVED
+    parameters = inspect.signature(_optuna_class(table, kind).__init__).parameters
+    accepted = {k: p for k, p in parameters.items() if k != "self" and k not in _RESERVED}
     for key, value in options.items():
         if key not in accepted:
             valid = choices_text(sorted(accepted))
             raise UserError(f"unknown option '{key}' of {table} {kind}: valid are {valid}")
-        if not isinstance(value, str | int | float | bool):
-            raise UserError(f"option '{key}' of {table} {kind} must be text, a number or a bool")
+        problem = _value_problem(key, value, str(accepted[key].annotation))
+        if problem:
+            raise UserError(f"invalid option {key} = {value!r} of [{table}] {kind}: {problem}")
     return Algorithm(kind, options)
+
+
+#: What a spec can write for an option of each annotated type (TOML's own types).
+_TOML_TYPES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text"}
+#: Bounds Optuna checks late (at the first trial) or never: the smallest valid value.
+_AT_LEAST = {"n_startup_trials": 0, "n_ei_candidates": 1, "popsize": 1, "population_size": 2,
+             "seed": 0, "n_warmup_steps": 0, "interval_steps": 1, "n_min_trials": 1,
+             "min_resource": 1, "max_resource": 1, "reduction_factor": 2,
+             "min_early_stopping_rate": 0, "bootstrap_count": 0}  # fmt: skip
+_POSITIVE = {"sigma0", "prior_weight"}
+_PROBABILITIES = {"mutation_prob", "crossover_prob", "swapping_prob"}
+_WORDS = {"max_resource": ("auto",), "min_resource": ("auto",),
+          "restart_strategy": ("ipop", "bipop")}  # fmt: skip
+
+
+def _value_problem(key: str, value: Any, annotation: str) -> str | None:
+    """What is wrong with ``value`` for an option annotated ``annotation`` (``"int | None"``,
+    ``"<class 'int'>"``...), as "valid is ..."; None if it is valid."""
+    kinds = [k for k in re.findall(r"\b(int|float|bool|str)\b", annotation)
+             if "[" not in annotation or k in annotation.split("[")[0]]  # fmt: skip
+    if not kinds:
+        return "it takes a Python object, which a spec cannot give"
+    fits = (
+        ("bool" in kinds and isinstance(value, bool))
+        or ("int" in kinds and isinstance(value, int) and not isinstance(value, bool))
+        or ("float" in kinds and isinstance(value, int | float) and not isinstance(value, bool))
+        or ("str" in kinds and isinstance(value, str))
+    )
+    valid = " or ".join(_TOML_TYPES[k] for k in dict.fromkeys(kinds))
+    if isinstance(value, str) and key in _WORDS and "str" in kinds:
+        fits, valid = value in _WORDS[key], f"{' or '.join(map(repr, _WORDS[key]))} or {valid}"
+    if not fits:
+        return f"valid is {valid}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value):
+        return "valid is a finite number"
+    if key in _AT_LEAST and value < _AT_LEAST[key]:
+        return f"valid is {valid} >= {_AT_LEAST[key]}"
+    if key in _POSITIVE and value <= 0:
+        return f"valid is {valid} > 0"
+    if key in _PROBABILITIES and not 0 <= value <= 1:
+        return "valid is a probability, 0 to 1"
+    return None
 
 
 def check_algorithms(sampler: Algorithm, pruner: Algorithm, n_objectives: int) -> None:
@@ -99,10 +146,17 @@ def make_sampler(sampler: Algorithm, grid: Mapping[str, list[Any]] | None, seed_
 
 
 def make_pruner(pruner: Algorithm, epochs: int):
-    """The Optuna pruner; Hyperband's ``max_resource`` defaults to the number of epochs."""
+    """The Optuna pruner of trials reporting ``epochs`` epoch ends, at steps 1..``epochs``.
+
+    Hyperband's ``max_resource`` defaults to ``epochs``. ``n_warmup_steps = w`` means w
+    epochs without pruning: Optuna counts warm-up steps from step 0, our first report is
+    step 1, so Optuna gets w + 1.
+    """
     options = dict(pruner.options)
     if pruner.kind == "hyperband":
         options.setdefault("max_resource", epochs)
+    if "n_warmup_steps" in options:
+        options["n_warmup_steps"] += 1
     return _build(f"pruner {pruner.kind}", _optuna_class("pruner", pruner.kind), options)
 
 

@@ -190,6 +190,7 @@ def load_for_report(name: str, ref: StorageRef, tracker_uri: str) -> tuple[Any, 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not ref.exists():
         raise UserError(f"no study storage at {ref.shown}: run `infoflow study` first")
+    ref.check()
     storage = ref.open()
     try:
         study = optuna.load_study(study_name=name, storage=storage)
@@ -199,10 +200,10 @@ def load_for_report(name: str, ref: StorageRef, tracker_uri: str) -> tuple[Any, 
             f"unknown study {name!r} in {ref.shown}: studies there are {choices_text(known)}"
         ) from None
     parent = study.user_attrs.get(PARENT_ATTR)
-    tracker = Tracker(tracker_uri)
+    tracker = Tracker(tracker_uri, create=False)
     if tracker.experiment_of(parent) is None:
         raise UserError(
-            f"the parent run of study {name!r} is not in {tracker.uri}: pass the --tracking-uri "
+            f"the parent run of study {name!r} is not in {tracker.shown}: pass the --tracking-uri "
             "the study used"
         )
     return study, tracker, parent

@@ -18,19 +18,23 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any
 
 from infoflow_track.errors import UserError, choices_text
 from infoflow_track.estimators import option_params
+from infoflow_track.hparams import parse_config
+from infoflow_track.registry import get_entry
 from infoflow_track.study.algorithms import make_pruner, make_sampler
 from infoflow_track.study.spec import StudySpec
 from infoflow_track.study.storage import (
     ABANDONED_ATTR,
     IDENTITY_ATTR,
     PARENT_ATTR,
+    PARENT_KEY_ATTR,
     StorageRef,
     claim,
     locked,
@@ -39,7 +43,7 @@ from infoflow_track.study.storage import (
     release_abandoned,
 )
 from infoflow_track.study.trial import TrialOutcome, run_trial
-from infoflow_track.tracking import Tracker
+from infoflow_track.tracking import Tracker, error_line, is_disk_full
 
 MAX_WORKERS = 64
 
@@ -96,9 +100,9 @@ def check_runnable(spec: StudySpec) -> None:
     from infoflow_track.experiment import plan_run
 
     make_sampler(spec.sampler, spec.grid(), 0)  # option values, before anything is written
-    make_pruner(spec.pruner, spec.settings.epochs)
-    first = {n: d.choices[0] if d.kind == "categorical" else d.low for n, d in spec.search.items()}
-    plan = plan_run(spec.plugin, {**spec.fixed, **first}, spec.settings, spec.estimator_options)
+    plan = plan_run(spec.plugin, {**spec.fixed, **first_point(spec)}, spec.settings,
+                    spec.estimator_options)  # fmt: skip
+    make_pruner(spec.pruner, plan.total_epochs)
     logged = plan.metric_names()
     for objective in spec.objectives:
         if objective.metric not in logged:
@@ -106,6 +110,19 @@ def check_runnable(spec: StudySpec) -> None:
                 f"objective {objective.metric!r} in {spec.path.name} is not logged by "
                 f"{spec.plugin}: valid are {choices_text(logged)}"
             )
+
+
+def first_point(spec: StudySpec) -> dict[str, Any]:
+    """Each searched hyperparameter at its first value (a range's low end)."""
+    return {n: d.choices[0] if d.kind == "categorical" else d.low for n, d in spec.search.items()}
+
+
+def epoch_steps(spec: StudySpec) -> int:
+    """The epoch ends a trial reports (a multi-phase plugin's phases together), at the
+    search's first point: the pruner's resource budget."""
+    cls = get_entry(spec.plugin).load()
+    config = parse_config(cls.Config, {**spec.fixed, **first_point(spec)})
+    return cls().total_epochs(config, spec.settings.epochs)
 
 
 @dataclass(frozen=True)
@@ -130,17 +147,23 @@ def open_study(spec: StudySpec, ref: StorageRef, tracker: Tracker) -> OpenStudy:
             study = optuna.load_study(study_name=spec.name, storage=storage)
         except KeyError:
             study = None
-        if study is not None:
+        if study is not None and not _half_made(study):
             _check_same_study(study, spec, identity, ref)
         experiment = tracker.experiment_id(spec.name)  # may refuse a deleted experiment
         if study is None:
             study = optuna.create_study(
                 study_name=spec.name, storage=storage, directions=spec.directions
             )
+        if IDENTITY_ATTR not in study.user_attrs:
             study.set_user_attr(IDENTITY_ATTR, identity)
         parent = _parent_run(study, spec, ref, tracker, experiment)
         release_abandoned(study, storage, tracker)
     return OpenStudy(study, storage, parent)
+
+
+def _half_made(study: Any) -> bool:
+    """A study whose creator was killed before it recorded its spec: no identity, no trials."""
+    return IDENTITY_ATTR not in study.user_attrs and not study.get_trials(deepcopy=False)
 
 
 def _check_same_study(study: Any, spec: StudySpec, identity: dict, ref: StorageRef) -> None:
@@ -166,13 +189,19 @@ def _parent_run(study: Any, spec: StudySpec, ref: StorageRef, tracker: Tracker, 
                                              for o in spec.objectives),
             "mlflow.note.content": spec.description}  # fmt: skip
     run_id = study.user_attrs.get(PARENT_ATTR)
+    key = study.user_attrs.get(PARENT_KEY_ATTR)
+    if tracker.experiment_of(run_id) != exp and key:  # killed before it recorded its parent
+        run_id = next(iter(tracker.find_runs(exp, {PARENT_KEY_ATTR: key})), None)
     if tracker.experiment_of(run_id) == exp:  # else not in this tracking store: start one here
         run = tracker.run(run_id)
         run.reopen()
         run.set_tags(tags)
         run.log_text(spec.text, "study/spec.toml")
+        study.set_user_attr(PARENT_ATTR, run_id)
         return run_id
-    run = tracker.start_run(spec.name, run_name=spec.name, tags=tags)
+    key = uuid.uuid4().hex  # on the study first, so that a new parent can always be found
+    study.set_user_attr(PARENT_KEY_ATTR, key)
+    run = tracker.start_run(spec.name, run_name=spec.name, tags={**tags, PARENT_KEY_ATTR: key})
     identity = spec.identity()
     fixed = {f"fixed.{k}": v for k, v in identity["fixed"].items()}
     search = {f"search.{k}": json.dumps(v) for k, v in identity["search"].items()}
@@ -261,7 +290,7 @@ def work(
     study = optuna.load_study(
         study_name=spec.name, storage=storage,
         sampler=make_sampler(spec.sampler, spec.grid(), job.seed_offset + worker),
-        pruner=make_pruner(spec.pruner, spec.settings.epochs),
+        pruner=make_pruner(spec.pruner, epoch_steps(spec)),
     )  # fmt: skip
     settings = spec.settings if device is None else replace(spec.settings, device=device)
     stop = StopRequest(event)
@@ -286,6 +315,12 @@ def work(
                 if trial is not None:
                     frozen = storage.get_trial(trial._trial_id)
                     release(study, storage, frozen, "interrupted (Ctrl-C)", tracker)
+                raise
+            except Exception as exc:
+                if trial is not None and is_disk_full(exc):
+                    with suppress(Exception):  # the disk may still be full: then the next
+                        frozen = storage.get_trial(trial._trial_id)  # command releases it
+                        release(study, storage, frozen, "disk full", tracker)
                 raise
             echo(progress_line(outcome, study, spec))
             for warning in outcome.warnings:
@@ -324,6 +359,11 @@ def _worker_process(job: StudyJob, worker: int, workers: int, event: Any) -> Non
              worker_device(job.spec.settings.device, worker), event)  # fmt: skip
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"worker {worker}: disk full ({error_line(exc)})", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def best_text(study: Any) -> str:

@@ -117,15 +117,17 @@ def _dimension(key: str, dist: Any, spec: HParamSpec, where: str) -> Dimension:
     number = (int,) if kind == "int" else (int, float)
     low, high, step, log = dist.get("low"), dist.get("high"), dist.get("step"), dist.get("log")
     for name, value in (("low", low), ("high", high)):
-        if not isinstance(value, number) or isinstance(value, bool):
-            raise UserError(f"{where} needs '{name}' as {kind}, got {value!r}")
+        if not isinstance(value, number) or isinstance(value, bool) or not math.isfinite(value):
+            raise UserError(f"{where} needs '{name}' as a finite {kind}, got {value!r}")
         _check_in_range(spec, value, where)
     if low > high:
         raise UserError(f"{where} has low {low} > high {high}")
     if log not in (None, True, False):
         raise UserError(f"{where} has log = {log!r}: valid is true or false")
-    if step is not None and (not isinstance(step, number) or isinstance(step, bool) or step <= 0):
-        raise UserError(f"{where} has step {step!r}: valid is a {kind} > 0")
+    if step is not None and (
+        not isinstance(step, number) or isinstance(step, bool) or not 0 < step < math.inf
+    ):
+        raise UserError(f"{where} has step {step!r}: valid is a finite {kind} > 0")
     if log and (step is not None or low <= 0):
         raise UserError(f"{where}: a log scale needs low > 0 and no step")
     cast = float if kind == "float" else int

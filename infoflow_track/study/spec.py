@@ -38,6 +38,7 @@ Every error is a :class:`UserError` naming the spec and the key, raised before a
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -121,13 +122,41 @@ def resolve_spec_path(target: str, studies_dir: Path) -> Path:
     return candidate
 
 
+MAX_SPEC_BYTES = 1_000_000
+
+
 def read_spec(path: Path) -> tuple[dict[str, Any], str]:
-    """(parsed TOML, text) of the spec file ``path``; malformed TOML is a UserError."""
-    text = path.read_text()
+    """(parsed TOML, text) of the spec file ``path``; a file that is not UTF-8 TOML is a
+    UserError naming the line at fault."""
+    try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise UserError(f"study spec {path} is over {MAX_SPEC_BYTES // 1000} kB: not a spec")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"study spec {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise UserError(f"cannot read study spec {path}: {exc.strerror}") from None
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"malformed study spec {path}: {exc}") from None
+        raise UserError(f"malformed study spec {path}{_toml_error_text(exc, text)}") from None
+    except RecursionError:
+        raise UserError(f"malformed study spec {path}: nested too deeply") from None
+
+
+def _toml_error_text(exc: Exception, text: str) -> str:
+    """``, line 3 ('lr = 2'): Cannot overwrite a value (a key or table given twice)``."""
+    message = str(exc)
+    where = re.search(r"\(at line (\d+), column \d+\)$", message)
+    if where is None:
+        return f": {message}"
+    number = int(where[1])
+    lines = text.splitlines()
+    shown = lines[number - 1].strip()[:80] if number <= len(lines) else ""
+    reason = message[: where.start()].strip()
+    if reason.startswith(("Cannot overwrite", "Cannot declare")):
+        reason += " (a key or table given twice)"
+    return f", line {number} ({shown!r}): {reason}"
 
 
 def load_spec(

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -29,8 +27,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 from infoflow_track.errors import UserError
-from infoflow_track.names import ERROR_TAG, TRIAL_STATE_TAG
-from infoflow_track.tracking import sqlite_path
+from infoflow_track.names import ERROR_TAG, TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
+from infoflow_track.owners import owner_alive, owner_id
+from infoflow_track.tracking import check_creatable, error_line, sqlite_path
+from infoflow_track.uris import mask_credentials
 
 DEFAULT_JOURNAL = "optuna.journal"
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
@@ -45,6 +45,9 @@ ERROR_ATTR = "infoflow.error"
 SATURATED_ATTR = "infoflow.saturated"  # layers at their ceiling, as the run tag
 #: Study user attributes written by infoflow.
 PARENT_ATTR = "infoflow.mlflow_parent_run_id"
+#: Set before the parent run is created, and tagged on it: finds a parent whose creator was
+#: killed before it could record the run's id.
+PARENT_KEY_ATTR = "infoflow.parent_key"
 IDENTITY_ATTR = "infoflow.spec"
 
 
@@ -58,13 +61,37 @@ class StorageRef:
     @property
     def shown(self) -> str:
         """The URL with any password masked, for tags and messages."""
-        parsed = urlparse(self.url)
-        if parsed.password:
-            return self.url.replace(f":{parsed.password}@", ":***@", 1)
-        return self.url
+        return mask_credentials(self.url)
 
     def exists(self) -> bool:
-        return self.journal is None or self.journal.is_file()
+        """Whether a local storage's file exists (a server database is assumed to)."""
+        if self.journal is not None:
+            return self.journal.is_file()
+        db = sqlite_path(self.url)
+        return db is None or db.is_file()
+
+    def check(self) -> None:
+        """Refuse, writing nothing, a storage that cannot be opened: a server database must
+        accept a connection (its driver installed); local files were checked by
+        :func:`resolve_storage`."""
+        if self.journal is not None or sqlite_path(self.url) is not None:
+            return
+        import sqlalchemy
+
+        try:
+            engine = sqlalchemy.create_engine(self.url)
+            with engine.connect():
+                pass
+            engine.dispose()
+        except ModuleNotFoundError as exc:
+            raise UserError(
+                f"cannot open Optuna storage {self.shown!r}: its database driver "
+                f"{exc.name!r} is not installed"
+            ) from None
+        except Exception as exc:  # SQLAlchemy's errors: refused, unknown host, bad password
+            raise UserError(
+                f"cannot open Optuna storage {self.shown!r}: {error_line(exc)}"
+            ) from None
 
     def open(self) -> Any:
         """The Optuna storage (a journal file is created if absent); UserError if it fails."""
@@ -78,7 +105,9 @@ class StorageRef:
                 return optuna.storages.JournalStorage(JournalFileBackend(str(self.journal)))
             return optuna.storages.RDBStorage(self.url)
         except Exception as exc:  # OSError, SQLAlchemy errors, missing database drivers
-            raise UserError(f"cannot open Optuna storage {self.shown!r}: {exc}") from None
+            raise UserError(
+                f"cannot open Optuna storage {self.shown!r}: {error_line(exc)}"
+            ) from None
 
     @property
     def lock_path(self) -> Path:
@@ -111,6 +140,9 @@ def resolve_storage(url: str | None, default_dir: Path) -> StorageRef:
     if scheme in RDB_SCHEMES:
         if scheme == "sqlite" and not url.startswith("sqlite:///"):
             raise UserError(f"invalid --storage {url!r}: write sqlite:///PATH")
+        db = sqlite_path(url)
+        if db is not None:
+            check_creatable(db, f"--storage {url!r}")
         return StorageRef(url)
     if not scheme and url.endswith(".journal"):
         return _journal(Path(url))
@@ -124,6 +156,7 @@ def _journal(path: Path) -> StorageRef:
     path = path.expanduser().resolve()
     if path.is_dir():
         raise UserError(f"invalid journal storage {str(path)!r}: it is a directory")
+    check_creatable(path, "journal storage")
     return StorageRef(f"journal:{path}", path)
 
 
@@ -139,37 +172,6 @@ def locked(ref: StorageRef) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def owner_id() -> str:
-    """This process as ``host:pid:start`` (start time in clock ticks since boot, so that a
-    reused pid is not mistaken for the original owner)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
-
-
-def owner_alive(owner: str) -> bool | None:
-    """Whether the process ``owner`` still runs; None if it is on another host."""
-    parts = owner.rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
-        return None
-    host, pid, start = parts[0], int(parts[1]), parts[2]
-    if host != socket.gethostname():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    return _start_ticks(pid) == start
-
-
-def _start_ticks(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return "?"
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22: starttime
 
 
 @contextmanager
@@ -220,19 +222,35 @@ def release(study: Any, storage: Any, trial: Any, reason: str, tracker: Any | No
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
     try:  # FrozenTrial._trial_id: Optuna's own retry callbacks address trials so too
+        if tracker is not None and not run_id:  # killed before it recorded its run: find it
+            run_id = trial_run_id(study, tracker, trial.number)
+            if run_id:
+                storage.set_trial_user_attr(trial._trial_id, RUN_ID_ATTR, run_id)
         storage.set_trial_user_attr(trial._trial_id, ABANDONED_ATTR, reason)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     except UpdateFinishedTrialError:
         return False
     study.enqueue_trial(dict(trial.params), user_attrs={"infoflow.retry_of": trial.number})
-    run_id = trial.user_attrs.get(RUN_ID_ATTR)
     if tracker is not None and run_id:
         run = tracker.run(run_id)
         run.set_tags({TRIAL_STATE_TAG: "FAIL", ERROR_TAG: f"abandoned: {reason}"})
         if run.status == "RUNNING":
             run.end("FAILED")
     return True
+
+
+def trial_run_id(study: Any, tracker: Any, number: int) -> str | None:
+    """The MLflow run of trial ``number``, found by its tags (parent run and trial number)."""
+    parent = study.user_attrs.get(PARENT_ATTR)
+    experiment = tracker.experiment_of(parent)
+    if experiment is None:
+        return None
+    found = tracker.find_runs(
+        experiment, {"mlflow.parentRunId": parent, TRIAL_NUMBER_TAG: str(number)}
+    )
+    return found[-1] if found else None
 
 
 def release_abandoned(study: Any, storage: Any, tracker: Any | None) -> list[int]:

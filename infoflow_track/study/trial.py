@@ -23,7 +23,7 @@ from infoflow_track.names import ERROR_TAG, STUDY_TAG, TRIAL_NUMBER_TAG, TRIAL_S
 from infoflow_track.settings import RunSettings
 from infoflow_track.study.spec import StudySpec
 from infoflow_track.study.storage import ERROR_ATTR, RUN_ID_ATTR, SATURATED_ATTR, heartbeat
-from infoflow_track.tracking import RunLogger, Tracker
+from infoflow_track.tracking import RunLogger, Tracker, is_disk_full
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,8 @@ def run_trial(
                 listeners=[ObjectiveReporter(trial, single), *listeners],
             )  # fmt: skip
     except Exception as exc:
+        if is_disk_full(exc):  # not the trial's fault: the study stops, the trial is retried
+            raise
         error = f"{type(exc).__name__}: {exc}"[:5000]
         if not runs:  # failed before its run existed (e.g. planning): record one anyway
             runs.append(_failed_run(tracker, spec, run_name, parent_run_id, tags, overrides, error))
