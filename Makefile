@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint ui clean
+.PHONY: install demo test test-fast lint ui clean
 
 # The venv, both distributions (editable) and the dev extras. Re-done when a pyproject changes.
 $(STAMP): pyproject.toml plugins/pyproject.toml
@@ -31,9 +31,13 @@ lint: $(STAMP)
 
 # pytest exits 5 when it collects no test: make treats any non-zero status as a failure.
 # Two workers, a test file each: most tests wait on subprocesses and SQLite, not the CPU.
-# The fast subset while working: $(BIN)/pytest -m "not slow".
 test: lint
 	$(BIN)/pytest -n 2 --dist loadfile
+
+# The quick loop while working (under a minute): all but the tests marked slow, which run the
+# real command in subprocesses, pip, servers, studies and multi-second training runs.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow" -n 2
 
 ui: $(STAMP)
 	$(BIN)/infoflow ui

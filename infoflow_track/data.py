@@ -17,9 +17,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from infoflow_track.errors import UserError, choices_text
 from infoflow_track.npz import load_npz, npz_path
@@ -31,6 +31,9 @@ from infoflow_track.vision import (
     split_option,
     vision_unavailable,
 )
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: listing datasets needs none
+    import torch
 
 MAX_SYNTHETIC_SIZE = 10_000_000
 MAX_SYNTHETIC_VALUES = 2**30  # 4 GiB of float32
@@ -132,6 +135,8 @@ def _synthetic_options(given: dict[str, str]) -> dict[str, str]:
 
 def _load_synthetic(size: str, shape: str, classes: str, seed: str) -> RawData:
     """A seeded Gaussian mixture; options as normalised by :func:`_synthetic_options`."""
+    import torch
+
     n, k = int(size), int(classes)
     dims = tuple(int(p) for p in shape.split("x"))
     d = math.prod(dims)
@@ -310,6 +315,8 @@ def _on_device(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Host arrays as tensors on ``device``; ``copy`` for the cached arrays themselves, so that
     no run's tensors share memory with the cache, even on the CPU."""
+    import torch
+
     return torch.from_numpy(x).to(device, copy=copy), torch.from_numpy(y).to(device, copy=copy)
 
 

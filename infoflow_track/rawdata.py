@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,8 @@ def standardise(x: np.ndarray, dims: tuple[int, ...] | None = None) -> np.ndarra
 
     Such a fixed map speeds up training and leaves every MI unchanged.
     """
+    import torch  # here, not at import: reading a dataset's files needs no torch
+
     t = torch.from_numpy(x)
     var, mean = torch.var_mean(t, dim=dims, correction=0, keepdim=True)  # float64 sums on CPU
     t.sub_(mean).div_(torch.where(var > 0, var.sqrt(), 1.0))

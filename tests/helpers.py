@@ -14,6 +14,14 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 INFOFLOW = str(Path(sys.executable).with_name("infoflow"))
 
 
+def cpu():
+    """torch's CPU device. torch is imported when a test asks, never while pytest collects:
+    collecting the suite imports none of torch, MLflow and Optuna."""
+    import torch
+
+    return torch.device("cpu")
+
+
 def run_cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:

@@ -3,45 +3,35 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
-from infoflow_plugins.bottleneck import BottleneckConfig, BottleneckPlugin
-from infoflow_plugins.local_mi import LocalMIConfig, LocalMIPlugin, local_losses
-from infoflow_plugins.mlp import MLPConfig, MLPPlugin
-from infoflow_plugins.simple_cnn import SimpleCNNConfig, SimpleCNNPlugin
-from infoflow_plugins.two_timescale import TwoTimescaleConfig, TwoTimescalePlugin
-from infoflow_plugins.weight_feedback import (
-    MAX_PROJECTION_BYTES,
-    WeightFeedbackConfig,
-    WeightFeedbackPlugin,
-)
+from helpers import cpu
 
 from infoflow_track import UserError
 from infoflow_track.data import load_dataset
-from infoflow_track.engine import build_model, train
 from infoflow_track.estimators import resolve_estimators
-from infoflow_track.measures import mi_soft_per_unit
-from infoflow_track.probe import LayerProbe
 from infoflow_track.settings import RunSettings
 
-CPU = torch.device("cpu")
+if TYPE_CHECKING:
+    import torch
 
 
 @pytest.fixture(scope="module")
 def digits():
-    return load_dataset(RunSettings(dataset="digits"), CPU)
+    return load_dataset(RunSettings(dataset="digits"), cpu())
 
 
 def images(shape: str, size: int = 40):
     """Tiny synthetic images of ``shape`` (e.g. ``3x32x32``) in 3 classes."""
     spec = f"synthetic:size={size},shape={shape},classes=3"
-    return load_dataset(RunSettings(dataset=spec, probe_size=16), CPU)
+    return load_dataset(RunSettings(dataset=spec, probe_size=16), cpu())
 
 
 def fit(plugin, config, data, settings: RunSettings, hooks=()):
+    from infoflow_track.engine import build_model, train
+
     model = build_model(plugin, config, data, settings.seed)
     return model, train(plugin, model, config, data, settings, hooks=hooks)
 
@@ -51,6 +41,11 @@ def fit(plugin, config, data, settings: RunSettings, hooks=()):
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_mlp_probes_every_hidden_layer_by_name_after_its_activation(activation, digits) -> None:
+    import torch
+    from infoflow_plugins.mlp import MLPConfig, MLPPlugin
+
+    from infoflow_track.engine import build_model
+
     config = MLPConfig(widths=(20, 10, 5), activation=activation)
     model = build_model(MLPPlugin(), config, digits, seed=0)
     with torch.no_grad():
@@ -68,6 +63,11 @@ def test_mlp_probes_every_hidden_layer_by_name_after_its_activation(activation, 
 
 
 def test_a_narrower_bottleneck_ends_with_less_information_about_the_input(digits) -> None:
+    from infoflow_plugins.bottleneck import BottleneckConfig, BottleneckPlugin
+
+    from infoflow_track.engine import build_model, train
+    from infoflow_track.probe import LayerProbe
+
     settings = RunSettings(dataset="digits", epochs=3, mi=("binning",))
     ends = {}
     for width in (2, 50):
@@ -91,6 +91,11 @@ def test_a_narrower_bottleneck_ends_with_less_information_about_the_input(digits
 
 @pytest.mark.parametrize("shape", ["1x8x8", "1x28x28", "3x32x32", "3x7x5"])
 def test_simple_cnn_fits_any_image_size_and_channel_count(shape: str) -> None:
+    import torch
+    from infoflow_plugins.simple_cnn import SimpleCNNConfig, SimpleCNNPlugin
+
+    from infoflow_track.engine import build_model
+
     data = images(shape)
     c, h, w = (int(p) for p in shape.split("x"))
     model = build_model(SimpleCNNPlugin(), SimpleCNNConfig(channels=4), data, seed=0)
@@ -103,6 +108,11 @@ def test_simple_cnn_fits_any_image_size_and_channel_count(shape: str) -> None:
 
 
 def test_simple_cnn_conv1_is_shift_equivariant(digits) -> None:
+    import torch
+    from infoflow_plugins.simple_cnn import SimpleCNNConfig, SimpleCNNPlugin
+
+    from infoflow_track.engine import build_model
+
     model = build_model(SimpleCNNPlugin(), SimpleCNNConfig(channels=3, kernel_size=3),
                         images("1x16x16"), seed=0)  # fmt: skip
     x = torch.zeros(1, 1, 16, 16)
@@ -115,12 +125,16 @@ def test_simple_cnn_conv1_is_shift_equivariant(digits) -> None:
 
 
 def test_simple_cnn_refuses_flat_inputs_naming_the_dataset() -> None:
-    data = load_dataset(RunSettings(dataset="ib12"), CPU)
+    from infoflow_plugins.simple_cnn import SimpleCNNConfig, SimpleCNNPlugin
+
+    data = load_dataset(RunSettings(dataset="ib12"), cpu())
     with pytest.raises(UserError, match=r"simple-cnn needs image inputs .* ib12 .*\(12,\)"):
         SimpleCNNPlugin().build(SimpleCNNConfig(), data)
 
 
 def test_simple_cnn_learns_digits(digits) -> None:
+    from infoflow_plugins.simple_cnn import SimpleCNNConfig, SimpleCNNPlugin
+
     _, result = fit(SimpleCNNPlugin(), SimpleCNNConfig(), digits, RunSettings(epochs=3))
     assert result.metrics["acc/test"] > 0.8  # chance is 0.1
 
@@ -130,6 +144,11 @@ def test_simple_cnn_learns_digits(digits) -> None:
 
 @pytest.mark.parametrize("redundancy", ["dot", "squared"])
 def test_local_rule_gives_row_i_the_gradient_of_its_own_loss_alone(redundancy: str) -> None:
+    import torch
+    from infoflow_plugins.local_mi import LocalMIConfig, local_losses
+
+    from infoflow_track.measures import mi_soft_per_unit
+
     torch.manual_seed(0)
     config = LocalMIConfig(redundancy=redundancy, lambda_reg=0.7)
     layer = torch.nn.Linear(6, 5)
@@ -151,6 +170,11 @@ def test_local_rule_gives_row_i_the_gradient_of_its_own_loss_alone(redundancy: s
 
 
 def test_local_mi_trains_layer_by_layer_then_the_readout(digits) -> None:
+    import torch
+    from infoflow_plugins.local_mi import LocalMIConfig, LocalMIPlugin
+
+    from infoflow_track.engine import build_model, train
+
     settings = RunSettings(dataset="digits", epochs=2)
     snapshots, phases = [], []
 
@@ -182,7 +206,10 @@ def test_local_mi_trains_layer_by_layer_then_the_readout(digits) -> None:
     torch.testing.assert_close(norms, torch.ones_like(norms))  # rows kept on the unit sphere
 
 
+@pytest.mark.slow
 def test_local_mi_beats_its_random_init_readout_on_digits(digits) -> None:
+    from infoflow_plugins.local_mi import LocalMIConfig, LocalMIPlugin
+
     settings = RunSettings(dataset="digits", epochs=10)
     accuracy = {}
     for train_layers in (True, False):
@@ -196,6 +223,15 @@ def test_local_mi_beats_its_random_init_readout_on_digits(digits) -> None:
 
 
 def test_projection_is_seeded_fixed_and_held_within_64_mib() -> None:
+    import torch
+    from infoflow_plugins.weight_feedback import (
+        MAX_PROJECTION_BYTES,
+        WeightFeedbackConfig,
+        WeightFeedbackPlugin,
+    )
+
+    from infoflow_track.engine import build_model
+
     data = images("3x32x32")
     config = WeightFeedbackConfig(feedback="projection", channels=20, hidden=500,
                                   feedback_dim=12)  # fmt: skip
@@ -224,6 +260,11 @@ def test_projection_is_seeded_fixed_and_held_within_64_mib() -> None:
 @pytest.mark.parametrize("shape", ["1x8x8", "1x28x28", "3x32x32"])
 @pytest.mark.parametrize("feedback", ["none", "pool", "projection"])
 def test_feedback_sizes_follow_the_model_and_the_data(shape: str, feedback: str) -> None:
+    import torch
+    from infoflow_plugins.weight_feedback import WeightFeedbackConfig, WeightFeedbackPlugin
+
+    from infoflow_track.engine import build_model
+
     data = images(shape)
     config = WeightFeedbackConfig(feedback=feedback, feedback_dim=7, hidden=16)
     model = build_model(WeightFeedbackPlugin(), config, data, seed=0)
@@ -235,6 +276,11 @@ def test_feedback_sizes_follow_the_model_and_the_data(shape: str, feedback: str)
 
 
 def test_pool_summary_is_the_max_of_each_chunk_of_the_fc_weights(digits) -> None:
+    import torch
+    from infoflow_plugins.weight_feedback import WeightFeedbackConfig, WeightFeedbackPlugin
+
+    from infoflow_track.engine import build_model
+
     config = WeightFeedbackConfig(feedback="pool", feedback_dim=9)
     model = build_model(WeightFeedbackPlugin(), config, digits, seed=0)
     w = torch.cat([model.fc1.weight.flatten(), model.fc2.weight.flatten()]).detach().numpy()
@@ -246,12 +292,20 @@ def test_pool_summary_is_the_max_of_each_chunk_of_the_fc_weights(digits) -> None
 
 
 def _fc_gradients(model, x, y) -> torch.Tensor:
+    import torch
+    import torch.nn.functional as F
+
     model.zero_grad()
     F.cross_entropy(model(x), y).backward()
     return torch.cat([model.fc1.weight.grad.flatten(), model.fc2.weight.grad.flatten()])
 
 
 def test_feedback_gradient_flows_through_the_summary_only_when_asked(digits) -> None:
+    import torch
+    from infoflow_plugins.weight_feedback import WeightFeedbackConfig, WeightFeedbackPlugin
+
+    from infoflow_track.engine import build_model
+
     x, y = digits.x_train[:64], digits.y_train[:64]
     grads = {}
     for flows in (False, True):
@@ -271,6 +325,11 @@ def test_feedback_gradient_flows_through_the_summary_only_when_asked(digits) -> 
 
 
 def test_learning_rates_land_on_their_parameter_groups(digits) -> None:
+    import torch
+    from infoflow_plugins.two_timescale import TwoTimescaleConfig, TwoTimescalePlugin
+
+    from infoflow_track.engine import build_model
+
     config = TwoTimescaleConfig(width=30, lr=0.05, lr_ratio=0.01)
     plugin = TwoTimescalePlugin()
     model = build_model(plugin, config, digits, seed=0)
@@ -287,9 +346,16 @@ def test_learning_rates_land_on_their_parameter_groups(digits) -> None:
         torch.testing.assert_close(p.detach(), p0 - lr * g)  # plain SGD: one step of lr * g
 
 
+@pytest.mark.slow
 def test_a_slower_hidden_layer_stays_nearer_its_initial_kernel() -> None:
+    import torch
+    from infoflow_plugins.two_timescale import TwoTimescaleConfig, TwoTimescalePlugin
+
+    from infoflow_track.engine import build_model, train
+    from infoflow_track.probe import LayerProbe
+
     settings = RunSettings(dataset="digits", classes=(8, 9), epochs=10)
-    data = load_dataset(settings, CPU)
+    data = load_dataset(settings, cpu())
     moved = {}
     for ratio in (0.0, 0.01, 1.0):
         config = TwoTimescaleConfig(width=500, lr=0.05, lr_ratio=ratio)

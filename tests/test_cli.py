@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from helpers import INFOFLOW, file_digest, plant_plugin, run_cli
-from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from infoflow_track.cli import app
@@ -26,6 +25,8 @@ METRICS = ("acc/train", "acc/test", "loss/train")
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory: pytest.TempPathFactory):
     """`infoflow run mlp --dataset digits --epochs 5` with default settings, default store."""
+    from mlflow.tracking import MlflowClient
+
     cwd = tmp_path_factory.mktemp("run")
     proc = run_cli("run", "mlp", "--dataset", "digits", "--epochs", str(EPOCHS), cwd=cwd)
     assert proc.returncode == 0, proc.stderr
@@ -34,6 +35,8 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory):
     return cwd, proc, client, run
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_run_records_every_epoch_of_every_metric(digits_run) -> None:
     _, proc, client, run = digits_run
     assert run.info.status == "FINISHED"
@@ -43,6 +46,8 @@ def test_run_records_every_epoch_of_every_metric(digits_run) -> None:
         assert sorted(m.step for m in history) == list(range(EPOCHS + 1)), key  # 0: init
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_run_records_all_params_and_identity_tags(digits_run) -> None:
     _, _, _, run = digits_run
     params = run.data.params
@@ -61,6 +66,8 @@ def test_run_records_all_params_and_identity_tags(digits_run) -> None:
     assert tags["infoflow.device"] == "cpu"
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_run_measures_every_layer_every_epoch_and_logs_figures(digits_run) -> None:
     _, _, client, run = digits_run
     run_id = run.info.run_id
@@ -77,6 +84,8 @@ def test_run_measures_every_layer_every_epoch_and_logs_figures(digits_run) -> No
     assert params["mi.renyi.scale"] == "0.5" and "mi.binning.n_bins" not in params
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_the_default_estimator_keeps_wide_layers_off_their_ceiling(digits_run) -> None:
     _, proc, _, run = digits_run
     metrics = run.data.metrics
@@ -85,7 +94,10 @@ def test_the_default_estimator_keeps_wide_layers_off_their_ceiling(digits_run) -
     assert run.data.tags["infoflow.saturated"] == "none" and "warning" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_saturated_layer_ends_the_run_with_one_warning_line(tmp_path: Path, monkeypatch) -> None:
+    from mlflow.tracking import MlflowClient
+
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["run", "mlp", "--epochs", "1", "--probe-size", "256", "--set", "widths=64,3",
@@ -101,6 +113,8 @@ def test_a_saturated_layer_ends_the_run_with_one_warning_line(tmp_path: Path, mo
     assert {"mi_xt.binning/hidden1", "ceiling_xt.binning/hidden1"} <= set(run.data.metrics)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_default_mlp_learns_digits(digits_run) -> None:
     _, _, client, run = digits_run
     final = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "acc/test")}
@@ -159,6 +173,8 @@ BAD_INPUTS = {
 }
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_exits_2_naming_it_and_writes_nothing(
     case: str, digits_run, monkeypatch: pytest.MonkeyPatch
@@ -176,6 +192,8 @@ def test_bad_input_exits_2_naming_it_and_writes_nothing(
     assert (file_digest(db), sorted(p.name for p in (cwd / "mlruns").iterdir())) == before
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_bad_input_in_a_fresh_directory_creates_no_store(tmp_path: Path) -> None:
     proc = run_cli("run", "mlp", "--set", "widths=0", cwd=tmp_path)
     assert proc.returncode == 2
@@ -183,7 +201,11 @@ def test_bad_input_in_a_fresh_directory_creates_no_store(tmp_path: Path) -> None
     assert not (tmp_path / "mlruns").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_tracking_uri_from_the_environment_is_used(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
     uri = f"sqlite:///{tmp_path / 'elsewhere' / 'runs.db'}"
     proc = run_cli(
         "run", "mlp", "--dataset", "ib12", "--epochs", "1", "--set", "widths=10,7,5,4,3",
@@ -247,6 +269,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_ui_serves_the_store_on_localhost(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -282,7 +306,11 @@ class NanPlugin(MLPPlugin):
 """
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_diverged_run_exits_1_and_is_recorded_failed(tmp_path: Path, sqlite_uri: str) -> None:
+    from mlflow.tracking import MlflowClient
+
     site = tmp_path / "site"
     plant_plugin(site, "nan-dist", {"nan": "nan_mod:NanPlugin"}, {"nan_mod": NAN_PLUGIN})
     proc = run_cli(
@@ -297,7 +325,11 @@ def test_diverged_run_exits_1_and_is_recorded_failed(tmp_path: Path, sqlite_uri:
     assert run.data.tags["infoflow.error"].startswith("DivergedError")
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_ctrl_c_ends_the_run_as_killed(tmp_path: Path, sqlite_uri: str) -> None:
+    from mlflow.tracking import MlflowClient
+
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.Popen(
         [INFOFLOW, "run", "mlp", "--dataset", "synthetic:size=2000,dim=16", "--epochs", "100000",
@@ -319,7 +351,11 @@ def test_ctrl_c_ends_the_run_as_killed(tmp_path: Path, sqlite_uri: str) -> None:
     assert client.get_metric_history(run.info.run_id, "acc/test")  # what was done is kept
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_concurrent_first_runs_create_one_sound_store(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     args = ["run", "mlp", "--epochs", "1", "--set", "widths=8"]
     procs = [
@@ -347,6 +383,8 @@ BAD_MODELS = {
 }
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("variant", sorted(BAD_MODELS))
 def test_plugin_that_rejects_or_breaks_at_build_exits_2_before_any_run(
     variant: str, tmp_path: Path

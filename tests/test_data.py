@@ -6,9 +6,7 @@ import os
 
 import numpy as np
 import pytest
-import scipy.io
-import torch
-from helpers import SHARED_DATA
+from helpers import SHARED_DATA, cpu
 
 from infoflow_track import UserError
 from infoflow_track.data import (
@@ -21,11 +19,11 @@ from infoflow_track.data import (
 )
 from infoflow_track.settings import RunSettings
 
-CPU = torch.device("cpu")
-
 
 @pytest.fixture(scope="module")
 def var_u() -> dict:
+    import scipy.io
+
     path = SHARED_DATA / "ib12" / "var_u.mat"
     if not path.exists():
         if os.environ.get("CI"):  # CI always has shared/ beside the clone: never skip there
@@ -67,8 +65,10 @@ def test_class_subset_keeps_and_relabels_in_given_order() -> None:
 
 
 def test_split_is_seeded_stratified_disjoint_and_on_device() -> None:
+    import torch
+
     settings = RunSettings(dataset="digits", test_fraction=0.25, split_seed=3)
-    a, b = load_dataset(settings, CPU), load_dataset(settings, CPU)
+    a, b = load_dataset(settings, cpu()), load_dataset(settings, cpu())
     assert torch.equal(a.x_test, b.x_test)
     assert a.x_train.shape[0] + a.x_test.shape[0] == 1797
     assert abs(a.x_test.shape[0] - 0.25 * 1797) <= 1
@@ -79,22 +79,24 @@ def test_split_is_seeded_stratified_disjoint_and_on_device() -> None:
     share_train = torch.bincount(a.y_train) / a.y_train.numel()
     share_test = torch.bincount(a.y_test) / a.y_test.numel()
     assert (share_train - share_test).abs().max() < 0.02
-    other = load_dataset(RunSettings(dataset="digits", test_fraction=0.25, split_seed=4), CPU)
+    other = load_dataset(RunSettings(dataset="digits", test_fraction=0.25, split_seed=4), cpu())
     assert other.x_test.shape == a.x_test.shape
     assert not torch.equal(other.x_test, a.x_test)  # the split seed alone changes the split
     assert a.x_train.dtype == torch.float32 and a.y_train.dtype == torch.int64
 
 
 def test_probe_set_is_fixed_by_the_split_seed_not_the_training_seed() -> None:
+    import torch
+
     def probe(**kwargs):
-        return load_dataset(RunSettings(dataset="ib12", probe_size=100, **kwargs), CPU).x_probe
+        return load_dataset(RunSettings(dataset="ib12", probe_size=100, **kwargs), cpu()).x_probe
 
     assert probe(seed=1).shape == (100, 12)
     assert torch.equal(probe(seed=1), probe(seed=2))
     assert not torch.equal(probe(split_seed=0), probe(split_seed=1))
     codes = probe() @ (2 ** torch.arange(11, -1, -1)).float()
     assert codes.max() > 1000  # drawn from the whole task, not its first rows
-    whole = load_dataset(RunSettings(dataset="ib12"), CPU).x_probe
+    whole = load_dataset(RunSettings(dataset="ib12"), cpu()).x_probe
     assert len({tuple(r) for r in whole.tolist()}) == 4096  # by default: the whole task
 
 
@@ -124,7 +126,7 @@ def test_canonical_spec_spells_each_dataset_one_way() -> None:
 def test_too_few_samples_for_a_stratified_split_is_a_user_error() -> None:
     settings = RunSettings(dataset="synthetic:size=10,classes=4")
     with pytest.raises(UserError, match="too few samples for a stratified split: 10 samples"):
-        load_dataset(settings, CPU)
+        load_dataset(settings, cpu())
 
 
 @pytest.mark.parametrize("dim", [5, 784])

@@ -16,9 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from helpers import SHARED_DATA, file_digest, run_cli
-from mlflow.tracking import MlflowClient
+from helpers import SHARED_DATA, cpu, file_digest, run_cli
 from typer.testing import CliRunner
 
 from infoflow_track import UserError
@@ -27,7 +25,6 @@ from infoflow_track.data import canonical_spec, load_dataset, load_raw
 from infoflow_track.settings import RunSettings
 from infoflow_track.vision import DATA_DIR_ENV, DOWNLOAD_ENV
 
-CPU = torch.device("cpu")
 IDX_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 FIRST_CLASS = {"mnist": "0 - zero", "fashion-mnist": "T-shirt/top"}  # torchvision's names
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -108,9 +105,11 @@ def test_idx_sources_keep_the_official_split_and_the_file_values(name: str, data
 
 
 def test_official_test_set_is_the_test_set_and_the_probe_spans_both(data_dir) -> None:
+    import torch
+
     write_mnist(data_dir, "MNIST", {"train": 50, "t10k": 20})
     settings = RunSettings(dataset="mnist", test_fraction=0.5, probe_size=1000)
-    data = load_dataset(settings, CPU)
+    data = load_dataset(settings, cpu())
     raw = load_raw("mnist")
     assert data.name == "mnist:split=official"
     assert (data.x_train.shape[0], data.x_test.shape[0]) == (50, 20)  # test_fraction unused
@@ -118,8 +117,8 @@ def test_official_test_set_is_the_test_set_and_the_probe_spans_both(data_dir) ->
     assert not np.shares_memory(data.x_train.numpy(), raw.x)  # the cache stays untouched
     probe = {row.tobytes() for row in data.x_probe.numpy()}
     assert probe == {row.tobytes() for row in np.concatenate([raw.x, raw.x_test])}
-    some = load_dataset(RunSettings(dataset="mnist", probe_size=30, seed=5), CPU)
-    again = load_dataset(RunSettings(dataset="mnist", probe_size=30, seed=6), CPU)
+    some = load_dataset(RunSettings(dataset="mnist", probe_size=30, seed=5), cpu())
+    again = load_dataset(RunSettings(dataset="mnist", probe_size=30, seed=6), cpu())
     assert torch.equal(some.x_probe, again.x_probe)  # fixed by split_seed alone
 
 
@@ -144,7 +143,7 @@ def test_split_test_needs_only_the_test_files_and_is_split_again(data_dir) -> No
     assert load_raw("mnist:split=test").x.shape == (40, 1, 28, 28)
     cifar = load_raw("cifar10:split=test")
     assert cifar.x.shape == (30, 3, 32, 32) and cifar.x_test is None
-    data = load_dataset(RunSettings(dataset="mnist:split=test", test_fraction=0.25), CPU)
+    data = load_dataset(RunSettings(dataset="mnist:split=test", test_fraction=0.25), cpu())
     assert (data.x_train.shape[0], data.x_test.shape[0]) == (30, 10)
     with pytest.raises(UserError) as caught:
         load_raw("mnist")  # the official split needs the train files too
@@ -155,14 +154,14 @@ def test_split_test_needs_only_the_test_files_and_is_split_again(data_dir) -> No
 
 def test_split_train_reads_only_the_train_files(data_dir) -> None:
     write_mnist(data_dir, "FashionMNIST", {"train": 50})
-    data = load_dataset(RunSettings(dataset="fashion-mnist:split=train"), CPU)
+    data = load_dataset(RunSettings(dataset="fashion-mnist:split=train"), cpu())
     assert data.name == "fashion-mnist:split=train"
     assert (data.x_train.shape[0], data.x_test.shape[0]) == (40, 10)
 
 
 def test_class_subset_applies_to_the_official_test_set_too(data_dir) -> None:
     written = write_mnist(data_dir, "MNIST", {"train": 50, "t10k": 20})
-    data = load_dataset(RunSettings(dataset="mnist", classes=(7, 3)), CPU)
+    data = load_dataset(RunSettings(dataset="mnist", classes=(7, 3)), cpu())
     assert data.class_names == ("7 - seven", "3 - three")
     for labels, kept in ((written["train"][1], data.y_train), (written["t10k"][1], data.y_test)):
         chosen = labels[(labels == 7) | (labels == 3)]
@@ -288,7 +287,7 @@ def test_npz_official_test_set_and_integral_float_labels(tmp_path: Path) -> None
     both = np.concatenate([x, x_test])  # one map for train and test together
     np.testing.assert_allclose(raw.x_test[:, 0] * both.std() + both.mean(), x_test, atol=1e-5)
     np.testing.assert_array_equal(raw.y_test, y_test // 2)
-    data = load_dataset(RunSettings(dataset=f"npz:{path}", classes=(1, 2)), CPU)
+    data = load_dataset(RunSettings(dataset=f"npz:{path}", classes=(1, 2)), cpu())
     assert data.class_names == ("2", "4") and data.x_test.shape[0] == 7
 
 
@@ -372,7 +371,11 @@ def mnist_run(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory):
     return cwd, uri, proc
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_cli_run_reads_the_data_directory(mnist_run) -> None:
+    from mlflow.tracking import MlflowClient
+
     _, uri, proc = mnist_run
     assert proc.returncode == 0, proc.stderr
     assert "mnist:split=test (160 train, 40 test, 10 classes)" in proc.stdout
@@ -382,6 +385,8 @@ def test_cli_run_reads_the_data_directory(mnist_run) -> None:
     assert params["dataset"] == "mnist:split=test" and params["data.n_probe"] == "200"
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_cli_run_without_the_files_exits_2_and_writes_nothing(mnist_run, tmp_path: Path) -> None:
     cwd, uri, _ = mnist_run
     db = Path(uri.removeprefix("sqlite:///"))
@@ -398,6 +403,8 @@ def test_cli_run_without_the_files_exits_2_and_writes_nothing(mnist_run, tmp_pat
     assert file_digest(db) == before and before is not None
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_cli_failed_download_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     # A proxy that refuses: no download anywhere, at once. In a subprocess, as urllib keeps
     # the proxies of its first request for the rest of the process.
@@ -414,6 +421,8 @@ def test_cli_failed_download_is_one_line_and_writes_nothing(tmp_path: Path) -> N
     assert not (tmp_path / "mlruns").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_cli_datasets_shows_the_directory_and_what_to_put_where(tiny_mnist: Path) -> None:
     proc = run_cli("datasets", "--data-dir", str(tiny_mnist), cwd=tiny_mnist)
     assert proc.returncode == 0, proc.stderr

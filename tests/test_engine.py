@@ -6,23 +6,24 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from infoflow_plugins.mlp import MLPConfig, MLPPlugin
+from helpers import cpu
 
 from infoflow_track.data import load_dataset
-from infoflow_track.engine import DivergedError, build_model, evaluate, train
 from infoflow_track.settings import RunSettings
 
-CPU = torch.device("cpu")
 SETTINGS = RunSettings(dataset="digits", epochs=2, batch_size=128)
 
 
 @pytest.fixture(scope="module")
 def digits():
-    return load_dataset(SETTINGS, CPU)
+    return load_dataset(SETTINGS, cpu())
 
 
 def _train(data, settings=SETTINGS, plugin=None, **kwargs):
+    from infoflow_plugins.mlp import MLPConfig, MLPPlugin
+
+    from infoflow_track.engine import build_model, train
+
     plugin, config = plugin or MLPPlugin(), MLPConfig(widths=(32,))
     model = build_model(plugin, config, data, settings.seed)
     return train(plugin, model, config, data, settings, **kwargs)
@@ -36,6 +37,9 @@ def test_same_seed_same_run_other_seed_other_run(digits) -> None:
 
 
 def test_every_epoch_is_a_permutation_of_the_training_set(digits) -> None:
+    import torch
+    from infoflow_plugins.mlp import MLPPlugin
+
     seen = []
 
     class Recorder(MLPPlugin):
@@ -54,6 +58,11 @@ def test_every_epoch_is_a_permutation_of_the_training_set(digits) -> None:
 
 
 def test_batch_order_follows_the_seed(digits) -> None:
+    import torch
+    from infoflow_plugins.mlp import MLPConfig, MLPPlugin
+
+    from infoflow_track.engine import build_model, train
+
     orders = {}
 
     class Recorder(MLPPlugin):
@@ -72,6 +81,11 @@ def test_batch_order_follows_the_seed(digits) -> None:
 
 
 def test_model_check_leaves_batch_norm_statistics_alone(digits) -> None:
+    import torch
+    from infoflow_plugins.mlp import MLPConfig, MLPPlugin
+
+    from infoflow_track.engine import build_model
+
     class WithBatchNorm(MLPPlugin):
         def build(self, config, data):
             model = super().build(config, data)
@@ -85,6 +99,11 @@ def test_model_check_leaves_batch_norm_statistics_alone(digits) -> None:
 
 
 def test_evaluate_matches_an_independent_computation(digits) -> None:
+    import torch
+    from infoflow_plugins.mlp import MLPConfig, MLPPlugin
+
+    from infoflow_track.engine import evaluate
+
     torch.manual_seed(0)
     model = MLPPlugin().build(MLPConfig(widths=(16,)), digits)
     acc, loss = evaluate(model, digits.x_test, digits.y_test)
@@ -99,6 +118,8 @@ def test_evaluate_matches_an_independent_computation(digits) -> None:
 
 def test_custom_fit_phases_hooks_and_listeners_share_one_epoch_clock(digits) -> None:
     """A non-backprop rule: two phases, each calling end_epoch; hooks add metrics."""
+    from infoflow_plugins.mlp import MLPPlugin
+
     heard = []
 
     class TwoPhases(MLPPlugin):
@@ -120,6 +141,8 @@ def test_custom_fit_phases_hooks_and_listeners_share_one_epoch_clock(digits) -> 
 
 
 def test_a_fit_logs_its_declared_metrics_with_the_epoch_and_no_others(digits) -> None:
+    from infoflow_plugins.mlp import MLPPlugin
+
     heard = []
 
     class Phased(MLPPlugin):
@@ -136,6 +159,8 @@ def test_a_fit_logs_its_declared_metrics_with_the_epoch_and_no_others(digits) ->
 
 
 def test_untrained_model_is_at_chance_and_training_learns(digits) -> None:
+    from infoflow_plugins.mlp import MLPPlugin
+
     class Untrained(MLPPlugin):
         def fit(self, model, ctx):
             ctx.end_epoch(model)
@@ -149,6 +174,10 @@ def test_untrained_model_is_at_chance_and_training_learns(digits) -> None:
 
 
 def test_nan_loss_stops_the_run_as_diverged(digits) -> None:
+    from infoflow_plugins.mlp import MLPPlugin
+
+    from infoflow_track.engine import DivergedError
+
     class Diverging(MLPPlugin):
         def training_step(self, model, x, y, config):
             return super().training_step(model, x, y, config) * float("nan")
@@ -168,6 +197,10 @@ def test_nan_loss_stops_the_run_as_diverged(digits) -> None:
 
 @pytest.mark.parametrize("name", ["conv 1", "h(1)", "", "x" * 101, "a/b"])
 def test_layer_names_that_cannot_be_metric_keys_break_the_contract(digits, name: str) -> None:
+    from infoflow_plugins.mlp import MLPConfig, MLPPlugin
+
+    from infoflow_track.engine import build_model
+
     class OddNames(MLPPlugin):
         def build(self, config, data):
             model = super().build(config, data)
@@ -180,6 +213,8 @@ def test_layer_names_that_cannot_be_metric_keys_break_the_contract(digits, name:
 
 
 def test_a_fit_that_never_ends_an_epoch_is_an_error(digits) -> None:
+    from infoflow_plugins.mlp import MLPPlugin
+
     class Silent(MLPPlugin):
         def fit(self, model, ctx):
             pass
@@ -188,8 +223,11 @@ def test_a_fit_that_never_ends_an_epoch_is_an_error(digits) -> None:
         _train(digits, plugin=Silent())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_training_on_cuda_keeps_data_and_model_on_the_device() -> None:
+    import torch
+
+    if not torch.cuda.is_available():  # asked when it runs: collecting imports no torch
+        pytest.skip("needs a CUDA device")
     settings = RunSettings(dataset="digits", epochs=1, device="cuda")
     data = load_dataset(settings, torch.device("cuda"))
     assert data.x_train.is_cuda and data.x_probe.is_cuda

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import pip, plant_plugin, run_cli
-from mlflow.tracking import MlflowClient
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 NAME, DIST, MODULE, VERSION = "peak-bins", "infoflow-est-e2e", "infoflow_est_e2e", "0.4.2"
 PROBE = 64  # probe samples of every run here: log2 64 = 6 bits is the I(X;T) ceiling
@@ -186,6 +185,8 @@ def in_parallel(
 
 
 def only_run(uri: str) -> object:
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("mlp").experiment_id])
     assert run.info.status == "FINISHED"
@@ -196,6 +197,8 @@ def check_measured(uri: str, dump: Path, decimals: int, qualifier: str) -> None:
     """The run in ``uri`` logged, at steps 0 (initialisation) and 1, the estimator's values of
     every layer under ``mi_xt<qualifier>/<layer>`` etc., equal to those computed here from the
     layers it was given (saved in ``dump``, in the probe's order: per step, layer by layer)."""
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(uri)
     run = only_run(uri)
     layers = sorted(k.partition("/")[2] for k in run.data.metrics if k.startswith("cka_init/"))

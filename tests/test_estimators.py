@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import torch
 
 from infoflow_track.data import ib12_inputs, ib12_labels
 from infoflow_track.errors import UserError
@@ -19,17 +19,10 @@ from infoflow_track.estimators import (
     check_estimator_contract,
     resolve_estimators,
 )
-from infoflow_track.measures import (
-    channel_gram,
-    equal_mass_codes,
-    gaussian_gram,
-    kernel_width,
-    label_gram,
-    mi_adaptive_binned,
-    mi_renyi_layer,
-    renyi_entropy,
-)
 from infoflow_track.registry import ContractError, discover
+
+if TYPE_CHECKING:
+    import torch
 
 BUILTINS = ("binning", "adaptive-binning", "kde", "renyi")
 
@@ -58,10 +51,14 @@ def renyi_h(p, alpha: float) -> float:
 
 @pytest.fixture(scope="module")
 def ib12():
+    import torch
+
     return torch.from_numpy(ib12_inputs()).float(), torch.from_numpy(ib12_labels()).long()
 
 
 def random_layer(seed: int, n: int = 400, width: int = 6, classes: int = 3):
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, classes, (n,), generator=g)
     x = torch.randn(n, 10, generator=g, dtype=torch.float64) + y[:, None] * 0.7
@@ -133,6 +130,8 @@ def test_ib12_with_t_equal_to_x_carries_all_12_bits(ib12, name) -> None:
 
 @pytest.mark.parametrize("name", BUILTINS)
 def test_a_constant_layer_carries_nothing(name) -> None:
+    import torch
+
     t, y, x = random_layer(0)
     i_xt, i_ty, _, _ = measured(estimator(name), torch.full_like(t, 0.3), y, x)
     assert i_xt == pytest.approx(0.0, abs=1e-6) and i_xt >= 0.0
@@ -141,6 +140,8 @@ def test_a_constant_layer_carries_nothing(name) -> None:
 
 @pytest.mark.parametrize("name", BUILTINS)
 def test_permuting_samples_units_and_labels_changes_nothing(name) -> None:
+    import torch
+
     t, y, x = random_layer(1)
     g = torch.Generator().manual_seed(5)
     rows, cols = torch.randperm(t.shape[0], generator=g), torch.randperm(t.shape[1], generator=g)
@@ -152,6 +153,8 @@ def test_permuting_samples_units_and_labels_changes_nothing(name) -> None:
 
 @pytest.mark.parametrize("name", ["binning", "adaptive-binning", "renyi"])
 def test_a_layer_that_is_a_function_of_the_label_knows_exactly_the_label(name) -> None:
+    import torch
+
     y = torch.arange(600) % 4  # balanced: H(Y) = 2 bits
     t = torch.nn.functional.one_hot(y, 4).double()
     x = torch.randn(600, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -174,6 +177,8 @@ def test_binned_estimates_obey_the_data_processing_bound(seed, name) -> None:
 
 def test_fixed_bin_width_is_anchored_at_zero_as_saxe_et_al() -> None:
     # width 0.5: codes floor(t / 0.5) = -2, -1, 0, 0, 1, 3 -> symbols -2, -1, 0, 0, 1, 3
+    import torch
+
     t = torch.tensor([[-0.9], [-0.2], [0.1], [0.4], [0.6], [1.6]], dtype=torch.float64)
     y = torch.tensor([0, 0, 0, 1, 1, 1])
     i_xt, i_ty, ceiling_xt, _ = measured(estimator("binning", bin_width=0.5), t, y, t)
@@ -185,6 +190,8 @@ def test_fixed_bin_width_is_anchored_at_zero_as_saxe_et_al() -> None:
 
 def test_a_range_fixed_for_the_run_does_not_follow_the_layer() -> None:
     # 4 bins over [-1, 1]: edges -0.5, 0, 0.5; the same values binned whatever else is there
+    import torch
+
     t = torch.tensor([[-0.9], [-0.3], [0.3], [0.9]], dtype=torch.float64)
     y = torch.tensor([0, 1, 0, 1])
     fixed = estimator("binning", n_bins=4, low=-1.0, high=1.0)
@@ -196,6 +203,10 @@ def test_a_range_fixed_for_the_run_does_not_follow_the_layer() -> None:
 
 def test_equal_mass_bins_of_a_grid_have_the_known_entropy() -> None:
     # two units on a 64 x 64 grid, 8 equal-mass bins each: 64 equally likely symbols, 6 bits
+    import torch
+
+    from infoflow_track.measures import mi_adaptive_binned
+
     i = torch.arange(4096)
     t = torch.stack([i // 64, i % 64], dim=1).double()
     y = (i % 2).long()
@@ -205,6 +216,10 @@ def test_equal_mass_bins_of_a_grid_have_the_known_entropy() -> None:
 
 
 def test_equal_mass_bins_ignore_any_increasing_transform_of_a_unit() -> None:
+    import torch
+
+    from infoflow_track.measures import equal_mass_codes, mi_adaptive_binned
+
     t, y, _ = random_layer(2, width=3)
     warped = torch.stack([t[:, 0].exp(), 5 * t[:, 1] - 2, t[:, 2] ** 3], dim=1)
     assert torch.equal(equal_mass_codes(t, 5), equal_mass_codes(warped, 5))
@@ -214,6 +229,10 @@ def test_equal_mass_bins_ignore_any_increasing_transform_of_a_unit() -> None:
 
 
 def test_equal_values_share_an_equal_mass_bin() -> None:
+    import torch
+
+    from infoflow_track.measures import equal_mass_codes, mi_adaptive_binned
+
     t = torch.tensor([[0.0]] * 6 + [[1.0]] * 2, dtype=torch.float64)  # 4 bins asked, 2 values
     codes = equal_mass_codes(t, 4)
     assert codes[:6].unique().tolist() == [0] and codes[6:].unique().tolist() == [3]
@@ -238,6 +257,8 @@ def numpy_adaptive_mi(t: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[float,
 
 @pytest.mark.parametrize("n_bins", [2, 3, 7])
 def test_adaptive_binning_agrees_with_a_numpy_transcription(n_bins) -> None:
+    from infoflow_track.measures import mi_adaptive_binned
+
     t, y, _ = random_layer(3, n=500, width=4)
     ours = [v.item() for v in mi_adaptive_binned(t, y, n_bins=n_bins)]
     assert ours == pytest.approx(numpy_adaptive_mi(t.numpy(), y.numpy(), n_bins), abs=1e-9)
@@ -269,6 +290,10 @@ def test_kde_warns_when_the_noise_does_not_suit_the_layer() -> None:
 
 @pytest.mark.parametrize("alpha", [1.0, 1.01, 2.0, 0.5])
 def test_renyi_entropy_of_kernels_with_known_spectra(alpha) -> None:
+    import torch
+
+    from infoflow_track.measures import label_gram, renyi_entropy
+
     n = 64
     assert renyi_entropy(torch.eye(n, dtype=torch.float64), alpha).item() == pytest.approx(6.0)
     ones = torch.ones(n, n, dtype=torch.float64)  # rank one: every sample alike
@@ -279,6 +304,10 @@ def test_renyi_entropy_of_kernels_with_known_spectra(alpha) -> None:
 
 
 def test_renyi_entropy_falls_as_the_kernel_widens() -> None:
+    import torch
+
+    from infoflow_track.measures import gaussian_gram, kernel_width, renyi_entropy
+
     t, _, _ = random_layer(6, n=300)
     widths = kernel_width(t) * torch.tensor([0.1, 0.3, 1.0, 3.0, 10.0], dtype=torch.float64)
     entropies = [renyi_entropy(gaussian_gram(t, s), 1.01).item() for s in widths]
@@ -316,6 +345,8 @@ def numpy_renyi_mi(t, y, x, alpha: float, scale: float) -> tuple[float, float]:
 
 @pytest.mark.parametrize(("alpha", "scale"), [(1.01, 0.5), (2.0, 1.0), (1.5, 0.3)])
 def test_renyi_mi_agrees_with_a_numpy_transcription(alpha, scale) -> None:
+    from infoflow_track.measures import mi_renyi_layer
+
     t, y, x = random_layer(7, n=200)
     ours = [v.item() for v in mi_renyi_layer(t, y, x, alpha=alpha, scale=scale)]
     assert ours == pytest.approx(numpy_renyi_mi(t.numpy(), y.numpy(), x.numpy(), alpha, scale),
@@ -323,6 +354,10 @@ def test_renyi_mi_agrees_with_a_numpy_transcription(alpha, scale) -> None:
 
 
 def test_conv_maps_are_measured_as_tensors_or_by_channel() -> None:
+    import torch
+
+    from infoflow_track.measures import channel_gram, gaussian_gram, kernel_width, mi_renyi_layer
+
     g = torch.Generator().manual_seed(8)
     maps = torch.randn(50, 3, 4, 4, generator=g, dtype=torch.float64)
     # the tensor kernel is the Frobenius distance of whole maps

@@ -3,22 +3,29 @@ formulas (Kornblith et al. 2019; Song et al. 2012; Nguyen et al. 2021) written h
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
-import torch
 
-from infoflow_track.measures import MinibatchCKA, cka, cka_matrix, linear_features
+if TYPE_CHECKING:
+    import torch
+
 
 FORMS = [("linear", False), ("linear", True), ("rbf", False), ("rbf", True)]
 
 
 def sample(seed: int, n: int = 120, d: int = 10) -> torch.Tensor:
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, d, generator=g, dtype=torch.float64)
 
 
 def related(seed: int, n: int = 120) -> tuple[torch.Tensor, torch.Tensor]:
     """Two representations that share structure: y is a noisy non-linear map of x."""
+    import torch
+
     x = sample(seed, n)
     g = torch.Generator().manual_seed(seed + 100)
     y = torch.tanh(x @ torch.randn(10, 7, generator=g, dtype=torch.float64))
@@ -26,6 +33,8 @@ def related(seed: int, n: int = 120) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def orthogonal(d: int, seed: int) -> torch.Tensor:
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
     return q
@@ -71,12 +80,16 @@ def np_cka(x: np.ndarray, y: np.ndarray, kernel: str, debiased: bool) -> float:
 
 @pytest.mark.parametrize(("kernel", "debiased"), FORMS)
 def test_cka_of_a_representation_with_itself_is_one(kernel: str, debiased: bool) -> None:
+    from infoflow_track.measures import cka
+
     x = sample(0)
     assert cka(x, x, kernel=kernel, debiased=debiased).item() == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(("kernel", "debiased"), FORMS)
 def test_cka_is_symmetric(kernel: str, debiased: bool) -> None:
+    from infoflow_track.measures import cka
+
     x, y = related(1)
     forward = cka(x, y, kernel=kernel, debiased=debiased).item()
     assert forward == pytest.approx(cka(y, x, kernel=kernel, debiased=debiased).item())
@@ -86,6 +99,10 @@ def test_cka_is_symmetric(kernel: str, debiased: bool) -> None:
 def test_cka_is_invariant_to_rotation_isotropic_scaling_and_translation(
     kernel: str, debiased: bool
 ) -> None:
+    import torch
+
+    from infoflow_track.measures import cka
+
     x, y = related(2)
     base = cka(x, y, kernel=kernel, debiased=debiased).item()
     moved = x @ orthogonal(10, 3) * 7.5 + torch.linspace(-4, 9, 10, dtype=torch.float64)
@@ -94,6 +111,10 @@ def test_cka_is_invariant_to_rotation_isotropic_scaling_and_translation(
 
 @pytest.mark.parametrize("debiased", [False, True])
 def test_linear_cka_is_not_invariant_to_a_general_invertible_map(debiased: bool) -> None:
+    import torch
+
+    from infoflow_track.measures import cka
+
     x, y = related(4)
     g = torch.Generator().manual_seed(5)
     a = torch.randn(10, 10, generator=g, dtype=torch.float64) @ torch.diag(
@@ -106,12 +127,18 @@ def test_linear_cka_is_not_invariant_to_a_general_invertible_map(debiased: bool)
 
 
 def test_debiased_cka_is_near_zero_for_independent_data_where_biased_is_not() -> None:
+    from infoflow_track.measures import cka
+
     x, y = sample(6, n=64, d=256), sample(7, n=64, d=256)  # few samples, many features
     assert cka(x, y).item() > 0.5
     assert abs(cka(x, y, debiased=True).item()) < 0.05
 
 
 def test_cka_of_a_constant_representation_is_undefined() -> None:
+    import torch
+
+    from infoflow_track.measures import cka
+
     assert torch.isnan(cka(sample(8), torch.ones(120, 3, dtype=torch.float64)))
 
 
@@ -121,12 +148,18 @@ def test_cka_of_a_constant_representation_is_undefined() -> None:
 @pytest.mark.parametrize(("kernel", "debiased"), FORMS)
 @pytest.mark.parametrize(("n", "d"), [(120, 10), (40, 90)])  # feature and Gram paths
 def test_cka_agrees_with_the_numpy_reference(kernel: str, debiased: bool, n: int, d: int) -> None:
+    import torch
+
+    from infoflow_track.measures import cka
+
     x, y = sample(9, n, d), torch.relu(sample(10, n, d)) + 0.2 * sample(9, n, d)
     ours = cka(x, y, kernel=kernel, debiased=debiased).item()
     assert ours == pytest.approx(np_cka(x.numpy(), y.numpy(), kernel, debiased), abs=1e-10)
 
 
 def test_rbf_bandwidth_is_a_fraction_of_the_median_distance() -> None:
+    from infoflow_track.measures import cka
+
     x, y = related(11)
     for frac in (0.5, 2.0):
         k, l = np_gram_rbf(x.numpy(), frac), np_gram_rbf(y.numpy(), frac)  # noqa: E741
@@ -136,6 +169,8 @@ def test_rbf_bandwidth_is_a_fraction_of_the_median_distance() -> None:
 
 @pytest.mark.parametrize(("kernel", "debiased"), FORMS)
 def test_cka_agrees_in_float32_and_float64(kernel: str, debiased: bool) -> None:
+    from infoflow_track.measures import cka
+
     x, y = related(12)
     wide = cka(x, y, kernel=kernel, debiased=debiased).item()
     assert cka(x.float(), y.float(), kernel=kernel, debiased=debiased).item() == pytest.approx(
@@ -143,10 +178,15 @@ def test_cka_agrees_in_float32_and_float64(kernel: str, debiased: bool) -> None:
     )
 
 
-@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
-def test_half_precision_is_computed_in_float32(half: torch.dtype) -> None:
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
+def test_half_precision_is_computed_in_float32(half: str) -> None:
+    import torch
+
+    from infoflow_track.measures import MinibatchCKA, cka
+
     x, y = related(17, n=1000)
-    x, y = (x * 30).to(half), (y * 30).to(half)  # sums of squares overflow float16
+    dtype = getattr(torch, half)  # named: collecting imports no torch
+    x, y = (x * 30).to(dtype), (y * 30).to(dtype)  # sums of squares overflow float16
     exact = [x.double(), y.double()]
     for kernel, debiased in FORMS:
         value = cka(x, y, kernel=kernel, debiased=debiased).item()
@@ -160,6 +200,8 @@ def test_half_precision_is_computed_in_float32(half: torch.dtype) -> None:
 
 
 def test_minibatch_cka_in_float32_stays_accurate_for_offset_features() -> None:
+    from infoflow_track.measures import MinibatchCKA
+
     x, y = related(18, n=512)
     x, y = x + 100.0, y + 100.0  # uncentred Gram matrices would cancel catastrophically
     wide, narrow = MinibatchCKA(), MinibatchCKA()
@@ -171,6 +213,10 @@ def test_minibatch_cka_in_float32_stays_accurate_for_offset_features() -> None:
 
 @pytest.mark.parametrize("debiased", [False, True])
 def test_cka_matrix_is_every_pairwise_cka(debiased: bool) -> None:
+    import torch
+
+    from infoflow_track.measures import cka, cka_matrix
+
     x, y = related(13)
     wide = torch.cat([x, y, x * x, torch.relu(x) @ torch.ones(10, 150, dtype=x.dtype)], dim=1)
     layers = [x, y, torch.relu(y), x[:, :3], wide]  # wide: more features than samples
@@ -187,6 +233,8 @@ def test_cka_matrix_is_every_pairwise_cka(debiased: bool) -> None:
 
 
 def test_minibatch_cka_of_one_batch_is_the_debiased_cka() -> None:
+    from infoflow_track.measures import MinibatchCKA, cka
+
     x, y = related(14)
     acc = MinibatchCKA()
     acc.update([x, y])
@@ -196,6 +244,8 @@ def test_minibatch_cka_of_one_batch_is_the_debiased_cka() -> None:
 
 
 def test_accumulating_k_batches_equals_the_one_shot_formula() -> None:
+    from infoflow_track.measures import MinibatchCKA
+
     x, y = related(15, n=240)
     batches = [slice(i, i + 60) for i in range(0, 240, 60)]
     acc = MinibatchCKA()
@@ -239,6 +289,8 @@ def nguyen_minibatch_cka(x: np.ndarray, y: np.ndarray, batches: list[slice]) -> 
 
 
 def test_minibatch_cka_weights_batches_once_or_by_their_pairs_as_nguyen_et_al() -> None:
+    from infoflow_track.measures import MinibatchCKA
+
     x, y = related(21, n=300)
     batches = [slice(0, 128), slice(128, 256), slice(256, 300)]  # a smaller last batch
     per_batch, per_pair = MinibatchCKA(), MinibatchCKA(weighting="pairs")
@@ -259,6 +311,8 @@ def test_minibatch_cka_weights_batches_once_or_by_their_pairs_as_nguyen_et_al() 
 
 
 def test_minibatch_cka_tracks_the_debiased_full_data_value() -> None:
+    from infoflow_track.measures import MinibatchCKA, cka
+
     x, y = related(16, n=4096)
     acc = MinibatchCKA()
     for start in range(0, 4096, 256):
@@ -268,6 +322,8 @@ def test_minibatch_cka_tracks_the_debiased_full_data_value() -> None:
 
 
 def test_minibatch_cka_rejects_misuse() -> None:
+    from infoflow_track.measures import MinibatchCKA
+
     with pytest.raises(RuntimeError, match="before any update"):
         MinibatchCKA().compute()
     with pytest.raises(ValueError, match=">= 4 samples"):
@@ -275,6 +331,10 @@ def test_minibatch_cka_rejects_misuse() -> None:
 
 
 def test_linear_features_keep_a_wide_layer_in_n_columns_with_the_same_cka() -> None:
+    import torch
+
+    from infoflow_track.measures import cka, linear_features
+
     x, y = sample(19, n=40, d=90), sample(20, n=40, d=5)
     compact = linear_features(x)
     assert compact.shape == (40, 40)

@@ -6,22 +6,15 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import torch
-from scipy.special import logsumexp
-from sklearn.metrics import mutual_info_score
 
 from infoflow_track.data import ib12_inputs, ib12_labels
-from infoflow_track.measures import (
-    bin_codes,
-    entropy_bits,
-    mi_binned,
-    mi_kde,
-    mi_per_unit,
-    mi_soft_per_unit,
-)
+
+if TYPE_CHECKING:
+    import torch
 
 LN2 = math.log(2.0)
 
@@ -31,12 +24,16 @@ def h_bits(probabilities) -> float:
     return -sum(p * math.log2(p) for p in probabilities if p > 0)
 
 
-def tensor(rows, dtype=torch.float64) -> torch.Tensor:
-    return torch.tensor(rows, dtype=dtype)
+def tensor(rows) -> torch.Tensor:
+    import torch
+
+    return torch.tensor(rows, dtype=torch.float64)
 
 
 def random_layer(seed: int, n: int = 600, width: int = 8, classes: int = 4):
     """Activations of a random ReLU layer over inputs that depend on the labels."""
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, classes, (n,), generator=g)
     x = torch.randn(n, 16, generator=g) + y[:, None].double() * 0.5
@@ -52,16 +49,24 @@ def random_layer(seed: int, n: int = 600, width: int = 8, classes: int = 4):
     [([1, 1], 1.0), ([1, 1, 1, 1], 2.0), ([2, 1, 1], 1.5), ([7], 0.0), ([3, 1], 0.811278)],
 )
 def test_entropy_of_counts_matches_hand_values(counts, expected) -> None:
+    from infoflow_track.measures import entropy_bits
+
     assert entropy_bits(tensor(counts)).item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_entropy_ignores_empty_bins_and_works_row_wise() -> None:
+    from infoflow_track.measures import entropy_bits
+
     rows = entropy_bits(tensor([[1, 1, 0, 0], [1, 1, 1, 1]]))
     np.testing.assert_allclose(rows.numpy(), [1.0, 2.0])
 
 
 def test_binned_mi_of_a_three_symbol_layer() -> None:
     # T takes values 0, 0, 1, 2 -> H(T) = 1.5; Y = 0, 0, 1, 1 -> H(T|Y) = 0.5 * 0 + 0.5 * 1
+    import torch
+
+    from infoflow_track.measures import mi_binned
+
     t, y = tensor([[0.0], [0.0], [1.0], [2.0]]), torch.tensor([0, 0, 1, 1])
     i_xt, i_ty = mi_binned(t, y, n_bins=3)
     assert i_xt.item() == pytest.approx(1.5)
@@ -70,6 +75,10 @@ def test_binned_mi_of_a_three_symbol_layer() -> None:
 
 def test_binned_mi_treats_the_whole_vector_as_one_symbol() -> None:
     # per unit each column holds 2 values; as vectors there are 3 symbols with p = 1/2, 1/4, 1/4
+    import torch
+
+    from infoflow_track.measures import mi_binned
+
     t = tensor([[0, 1], [1, 0], [0, 1], [1, 1]])
     y = torch.tensor([0, 1, 0, 1])  # Y determines which of {(0,1)} vs {(1,0),(1,1)}
     i_xt, i_ty = mi_binned(t, y, n_bins=2)
@@ -78,12 +87,20 @@ def test_binned_mi_treats_the_whole_vector_as_one_symbol() -> None:
 
 
 def test_binned_mi_of_a_label_independent_layer_is_zero() -> None:
+    import torch
+
+    from infoflow_track.measures import mi_binned
+
     t, y = tensor([[0.0], [1.0], [0.0], [1.0]]), torch.tensor([0, 0, 1, 1])
     i_xt, i_ty = mi_binned(t, y, n_bins=2)
     assert (i_xt.item(), i_ty.item()) == pytest.approx((1.0, 0.0))
 
 
 def test_constant_layer_carries_no_information() -> None:
+    import torch
+
+    from infoflow_track.measures import mi_binned, mi_kde, mi_per_unit
+
     y = torch.arange(10) % 3
     for estimate in (mi_binned, mi_kde, mi_per_unit):
         i_xt, i_ty = estimate(torch.full((10, 5), 0.7), y)
@@ -94,6 +111,10 @@ def test_constant_layer_carries_no_information() -> None:
 
 
 def test_ib12_identity_layer_has_12_bits_and_all_label_information() -> None:
+    import torch
+
+    from infoflow_track.measures import mi_binned
+
     x = torch.from_numpy(ib12_inputs()).double()
     y = torch.from_numpy(ib12_labels())
     p1 = y.double().mean().item()
@@ -105,6 +126,10 @@ def test_ib12_identity_layer_has_12_bits_and_all_label_information() -> None:
 
 
 def test_ib12_two_bins_of_one_unit_give_one_bit() -> None:
+    import torch
+
+    from infoflow_track.measures import mi_binned
+
     x = torch.from_numpy(ib12_inputs()).double()
     y = torch.from_numpy(ib12_labels())
     i_xt, _ = mi_binned(x[:, :1], y, n_bins=2)  # the first bit alone: half 0, half 1
@@ -117,6 +142,8 @@ def test_ib12_two_bins_of_one_unit_give_one_bit() -> None:
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("n_bins", [2, 10, 30])
 def test_binned_mi_respects_the_information_bounds(seed: int, n_bins: int) -> None:
+    from infoflow_track.measures import mi_binned
+
     t, y = random_layer(seed)
     i_xt, i_ty = (v.item() for v in mi_binned(t, y, n_bins=n_bins))
     h_y = h_bits(np.bincount(y.numpy()) / len(y))
@@ -125,6 +152,10 @@ def test_binned_mi_respects_the_information_bounds(seed: int, n_bins: int) -> No
 
 
 def test_range_binning_is_invariant_to_affine_maps_of_the_layer() -> None:
+    import torch
+
+    from infoflow_track.measures import mi_binned
+
     t = torch.randint(0, 7, (300, 4)).double()  # integer values: affine images stay exact
     y = torch.randint(0, 3, (300,))
     reference = mi_binned(t, y, n_bins=7)
@@ -136,6 +167,8 @@ def test_range_binning_is_invariant_to_affine_maps_of_the_layer() -> None:
 
 def numpy_binned_mi(t: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[float, float]:
     """Reference: np.digitize on the layer's edges, np.unique rows, scikit-learn's MI."""
+    from sklearn.metrics import mutual_info_score
+
     edges = np.linspace(t.min(), t.max(), n_bins + 1)
     codes = np.clip(np.digitize(t, edges) - 1, 0, n_bins - 1)
     _, ids = np.unique(codes, axis=0, return_inverse=True)
@@ -145,6 +178,8 @@ def numpy_binned_mi(t: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[float, f
 
 @pytest.mark.parametrize("seed", range(3))
 def test_binned_mi_agrees_with_a_numpy_and_sklearn_reference(seed: int) -> None:
+    from infoflow_track.measures import mi_binned
+
     t, y = random_layer(seed, width=3)
     ours = [v.item() for v in mi_binned(t, y, n_bins=12)]
     assert ours == pytest.approx(numpy_binned_mi(t.numpy(), y.numpy(), 12), abs=1e-9)
@@ -157,6 +192,11 @@ def test_binned_mi_agrees_with_a_numpy_and_sklearn_reference(seed: int) -> None:
 def test_fixed_width_bins_handle_unbounded_and_negative_activations(
     kind: str, width: float
 ) -> None:
+    import torch
+    from sklearn.metrics import mutual_info_score
+
+    from infoflow_track.measures import bin_codes, mi_binned
+
     t, y = random_layer(0)
     t = t * 1e4 if kind == "large ReLU" else torch.tanh(t - t.mean())
     codes = bin_codes(t, bin_width=width)
@@ -169,6 +209,8 @@ def test_fixed_width_bins_handle_unbounded_and_negative_activations(
 
 
 def test_non_finite_activations_give_nan_not_a_number_that_looks_right() -> None:
+    from infoflow_track.measures import mi_binned, mi_kde, mi_per_unit
+
     t, y = random_layer(10)
     for bad in (float("nan"), float("inf")):
         t[0, 0] = bad
@@ -176,10 +218,15 @@ def test_non_finite_activations_give_nan_not_a_number_that_looks_right() -> None
             assert all(math.isnan(v.item()) for v in estimate(t, y)), (estimate, bad)
 
 
-@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
-def test_half_precision_activations_are_measured_in_float32(half: torch.dtype) -> None:
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
+def test_half_precision_activations_are_measured_in_float32(half: str) -> None:
+    import torch
+
+    from infoflow_track.measures import mi_binned, mi_kde, mi_per_unit, mi_soft_per_unit
+
     t, y = random_layer(11, width=4)
-    t = (t / t.max() * 3e-4).to(half)  # a span whose bin scale overflows float16
+    dtype = getattr(torch, half)  # named: collecting imports no torch
+    t = (t / t.max() * 3e-4).to(dtype)  # a span whose bin scale overflows float16
     exact = t.double()
     for estimate in (mi_binned, mi_per_unit):
         assert [v.item() for v in estimate(t, y)] == pytest.approx(
@@ -193,6 +240,10 @@ def test_half_precision_activations_are_measured_in_float32(half: torch.dtype) -
 
 
 def test_integer_labels_of_any_width_are_accepted() -> None:
+    import torch
+
+    from infoflow_track.measures import mi_binned, mi_kde, mi_soft_per_unit
+
     t, y = random_layer(12)
     expected = [v.item() for v in mi_kde(t, y)]
     for dtype in (torch.int32, torch.int16, torch.uint8):
@@ -203,6 +254,8 @@ def test_integer_labels_of_any_width_are_accepted() -> None:
 
 
 def test_binned_mi_agrees_in_float32_and_float64() -> None:
+    from infoflow_track.measures import mi_binned
+
     t, y = random_layer(3)
     wide = [v.item() for v in mi_binned(t, y)]
     narrow = [v.item() for v in mi_binned(t.float(), y)]
@@ -210,6 +263,10 @@ def test_binned_mi_agrees_in_float32_and_float64() -> None:
 
 
 def test_per_unit_mi_is_the_notebooks_sklearn_loop_vectorised() -> None:
+    from sklearn.metrics import mutual_info_score
+
+    from infoflow_track.measures import mi_per_unit
+
     t, y = random_layer(1, width=6)
     n_bins = 10
     per_unit_xt, per_unit_ty = [], []
@@ -225,6 +282,10 @@ def test_per_unit_mi_is_the_notebooks_sklearn_loop_vectorised() -> None:
 
 
 def test_measures_reject_malformed_input_with_a_precise_error() -> None:
+    import torch
+
+    from infoflow_track.measures import mi_binned, mi_kde
+
     t, y = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
     with pytest.raises(ValueError, match="labels must be an integer"):
         mi_binned(t, y[:3])
@@ -244,6 +305,7 @@ def test_measures_reject_malformed_input_with_a_precise_error() -> None:
 def numpy_kde_mi(t: np.ndarray, y: np.ndarray, noise_var: float) -> tuple[float, float]:
     """Reference: Kolchinsky & Tracey's KL upper bound as in Saxe et al.'s kde.py, full
     matrix, entropies with their Gaussian constants, conditional entropy per class."""
+    from scipy.special import logsumexp
 
     def entropy_kl(x: np.ndarray, var: float) -> float:
         n, dims = x.shape
@@ -262,6 +324,8 @@ def numpy_kde_mi(t: np.ndarray, y: np.ndarray, noise_var: float) -> tuple[float,
 
 @pytest.mark.parametrize("noise_var", [0.01, 0.1, 1.0])
 def test_kde_upper_bound_agrees_with_the_published_formulas(noise_var: float) -> None:
+    from infoflow_track.measures import mi_kde
+
     t, y = random_layer(2, n=400, width=5)
     t = t / t.std()
     ours = [v.item() for v in mi_kde(t, y, noise_var=noise_var)]
@@ -271,6 +335,8 @@ def test_kde_upper_bound_agrees_with_the_published_formulas(noise_var: float) ->
 def test_kde_lower_bound_is_the_bhattacharyya_form() -> None:
     # Kolchinsky & Tracey: H_lower(v) = H_upper(4v) + (d/2) log(1/4), and the noise entropy
     # H(T|X)(4v) = H(T|X)(v) + (d/2) log 4, so I_lower(v) = I_upper(4v) (and so for I(T;Y)).
+    from infoflow_track.measures import mi_kde
+
     t, y = random_layer(4, n=300, width=3)
     t = t / t.std()
     lower = [v.item() for v in mi_kde(t, y, noise_var=0.1, bound="lower")]
@@ -279,6 +345,8 @@ def test_kde_lower_bound_is_the_bhattacharyya_form() -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_kde_bounds_are_ordered_and_bounded(seed: int) -> None:
+    from infoflow_track.measures import mi_kde
+
     t, y = random_layer(seed, n=500)
     t = t / t.std()
     n = len(y)
@@ -290,6 +358,10 @@ def test_kde_bounds_are_ordered_and_bounded(seed: int) -> None:
 
 
 def test_kde_of_distinct_far_apart_points_is_log2_n_and_all_label_information() -> None:
+    import torch
+
+    from infoflow_track.measures import mi_kde
+
     g = torch.Generator().manual_seed(0)
     t = torch.randn(256, 6, generator=g, dtype=torch.float64) * 1e3
     y = torch.randint(0, 5, (256,), generator=g)
@@ -301,6 +373,8 @@ def test_kde_of_distinct_far_apart_points_is_log2_n_and_all_label_information() 
 
 
 def test_kde_chunking_and_precision_do_not_change_the_value() -> None:
+    from infoflow_track.measures import mi_kde
+
     t, y = random_layer(5, n=700, width=12)
     t = t / t.std()
     whole = [v.item() for v in mi_kde(t, y)]
@@ -311,12 +385,15 @@ def test_kde_chunking_and_precision_do_not_change_the_value() -> None:
 
 
 def test_kde_in_float32_stays_accurate_for_offset_activations() -> None:
+    from infoflow_track.measures import mi_kde
+
     t, y = random_layer(13, n=500, width=10)
     t = t / t.std() + 300.0  # large norms, small distances
     exact = [v.item() for v in mi_kde(t, y)]
     assert [v.item() for v in mi_kde(t.float(), y)] == pytest.approx(exact, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_kde_on_10000_samples_of_width_1024_stays_within_2_gib(tmp_path) -> None:
     script = """
 import resource, torch
@@ -340,6 +417,10 @@ print((after - before) * 1024, i_xt.item(), i_ty.item())
 
 
 def test_soft_mi_has_finite_non_zero_gradients_where_hard_binning_has_none() -> None:
+    import torch
+
+    from infoflow_track.measures import mi_binned, mi_soft_per_unit
+
     t, y = random_layer(6, n=256, width=10)
     t = t.float().requires_grad_()
     values = mi_soft_per_unit(t, y)
@@ -351,6 +432,10 @@ def test_soft_mi_has_finite_non_zero_gradients_where_hard_binning_has_none() -> 
 
 
 def test_soft_mi_approaches_the_hard_per_unit_value_as_the_bandwidth_shrinks() -> None:
+    from sklearn.metrics import mutual_info_score
+
+    from infoflow_track.measures import mi_soft_per_unit
+
     t, y = random_layer(7, width=5)
     n_bins = 8
     expected = []
@@ -366,6 +451,10 @@ def test_soft_mi_approaches_the_hard_per_unit_value_as_the_bandwidth_shrinks() -
 
 
 def test_soft_mi_of_a_unit_that_is_the_label_is_the_label_entropy() -> None:
+    import torch
+
+    from infoflow_track.measures import mi_soft_per_unit
+
     y = torch.arange(300) % 3
     t = torch.stack([y.double(), torch.zeros(300, dtype=torch.float64)], dim=1)
     values = mi_soft_per_unit(t, y, n_bins=3, bandwidth=0.05)
@@ -373,6 +462,8 @@ def test_soft_mi_of_a_unit_that_is_the_label_is_the_label_entropy() -> None:
 
 
 def test_soft_mi_agrees_in_float32_and_float64() -> None:
+    from infoflow_track.measures import mi_soft_per_unit
+
     t, y = random_layer(8, width=4)
     np.testing.assert_allclose(
         mi_soft_per_unit(t.float(), y).numpy(), mi_soft_per_unit(t, y).numpy(), atol=1e-4

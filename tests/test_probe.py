@@ -7,18 +7,19 @@ import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import torch
-from mlflow.tracking import MlflowClient
 
 from infoflow_track.estimators import resolve_estimators
-from infoflow_track.experiment import execute_run, plan_run
-from infoflow_track.measures import cka, mi_binned, mi_kde, mi_renyi_layer
-from infoflow_track.probe import LayerProbe, probe_activations
 from infoflow_track.settings import RunSettings
 from infoflow_track.tracking import Tracker
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from infoflow_track.probe import LayerProbe
 
 IB12 = {"widths": (10, 7, 5, 4, 3), "activation": "tanh"}
 LAYERS = [f"hidden{i}" for i in range(1, 6)]
@@ -29,6 +30,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def kde_run(tmp_path_factory: pytest.TempPathFactory):
     """Two epochs of the ib12 network with KDE (primary) and binning, recorded in a sqlite
     store."""
+    from mlflow.tracking import MlflowClient
+
+    from infoflow_track.experiment import execute_run, plan_run
+
     root = tmp_path_factory.mktemp("probe")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     settings = RunSettings(dataset="ib12", epochs=2, mi=("kde", "binning"), seed=3)
@@ -46,6 +51,7 @@ KEYS = ("mi_xt", "mi_ty", "ceiling_xt", "ceiling_ty", "mi_xt.lower", "mi_ty.lowe
         "cka_label", "cka_init")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_every_layer_is_measured_at_initialisation_and_every_epoch(kde_run) -> None:
     _, result, client, _ = kde_run
     for layer in LAYERS:
@@ -63,7 +69,13 @@ def test_every_layer_is_measured_at_initialisation_and_every_epoch(kde_run) -> N
         assert all(lower[step] <= upper[step] + 1e-9 for step in upper)
 
 
+@pytest.mark.slow
 def test_logged_values_are_the_measures_of_the_trained_layers(kde_run) -> None:
+    import torch
+
+    from infoflow_track.measures import cka, mi_binned, mi_kde
+    from infoflow_track.probe import probe_activations
+
     plan, result, client, _ = kde_run
     acts = probe_activations(plan.model, plan.data.x_probe)
     y = plan.data.y_probe
@@ -83,7 +95,12 @@ def test_logged_values_are_the_measures_of_the_trained_layers(kde_run) -> None:
         assert label == pytest.approx(cka(t, labels).item(), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_cka_init_compares_the_trained_layers_with_the_initial_ones(kde_run) -> None:
+    from infoflow_track.experiment import plan_run
+    from infoflow_track.measures import cka
+    from infoflow_track.probe import probe_activations
+
     plan, result, client, _ = kde_run
     initial = plan_run("mlp", IB12, plan.settings).model  # same seed: the same initial weights
     before = probe_activations(initial, plan.data.x_probe)
@@ -94,6 +111,7 @@ def test_cka_init_compares_the_trained_layers_with_the_initial_ones(kde_run) -> 
         assert logged < 0.999  # two epochs moved every layer away from its start
 
 
+@pytest.mark.slow
 def test_estimators_and_their_options_are_logged_as_params_and_tags(kde_run) -> None:
     _, result, client, _ = kde_run
     run = client.get_run(result.run_id)
@@ -105,6 +123,7 @@ def test_estimators_and_their_options_are_logged_as_params_and_tags(kde_run) -> 
     assert "infoflow.saturated" in run.data.tags
 
 
+@pytest.mark.slow
 def test_cka_matrix_of_every_epoch_is_an_artifact(kde_run) -> None:
     _, result, client, root = kde_run
     names = sorted(a.path for a in client.list_artifacts(result.run_id, "cka"))
@@ -120,6 +139,7 @@ def test_cka_matrix_of_every_epoch_is_an_artifact(kde_run) -> None:
         assert matrix[i, -1] == pytest.approx(label)
 
 
+@pytest.mark.slow
 def test_information_plane_and_heatmap_are_png_artifacts(kde_run) -> None:
     _, result, client, root = kde_run
     for name in ("plots/information_plane.png", "plots/cka_heatmap.png"):
@@ -128,10 +148,18 @@ def test_information_plane_and_heatmap_are_png_artifacts(kde_run) -> None:
 
 
 def probe_of(plan, *names: str, **options) -> LayerProbe:
+    from infoflow_track.probe import LayerProbe
+
     return LayerProbe(plan.model, plan.data, resolve_estimators(names, options).estimators)
 
 
 def test_probe_measures_each_layer_with_the_configured_estimators() -> None:
+    import torch
+
+    from infoflow_track.experiment import plan_run
+    from infoflow_track.measures import mi_binned, mi_renyi_layer
+    from infoflow_track.probe import probe_activations
+
     plan = plan_run("mlp", IB12, RunSettings(dataset="ib12"))
     probe = probe_of(plan, "binning", "renyi", binning={"n_bins": 10}, renyi={"samples": 256})
     metrics = probe(plan.model, SimpleNamespace(step=1))
@@ -151,7 +179,10 @@ def test_probe_measures_each_layer_with_the_configured_estimators() -> None:
     assert probe.steps == [1] and probe.artifacts is None
 
 
+@pytest.mark.slow
 def test_a_layer_that_never_leaves_its_ceiling_is_flagged_with_advice() -> None:
+    from infoflow_track.experiment import plan_run
+
     plan = plan_run("mlp", {"widths": (64, 3)}, RunSettings(dataset="digits"))
     probe = probe_of(plan, "renyi", "binning")
     for step in (1, 2):
@@ -165,6 +196,9 @@ def test_a_layer_that_never_leaves_its_ceiling_is_flagged_with_advice() -> None:
 
 
 def test_probe_restores_the_training_mode() -> None:
+    from infoflow_track.experiment import plan_run
+    from infoflow_track.probe import probe_activations
+
     plan = plan_run("mlp", IB12, RunSettings(dataset="ib12"))
     plan.model.train()
     probe_activations(plan.model, plan.data.x_probe)
@@ -172,13 +206,22 @@ def test_probe_restores_the_training_mode() -> None:
 
 
 def test_probe_restores_the_training_mode_when_the_forward_pass_fails() -> None:
+    from infoflow_track.experiment import plan_run
+    from infoflow_track.probe import probe_activations
+
     plan = plan_run("mlp", IB12, RunSettings(dataset="ib12"))
     with pytest.raises(RuntimeError):
         probe_activations(plan.model, plan.data.x_probe[:, :5])  # wrong input width
     assert plan.model.training
 
 
+@pytest.mark.slow
 def test_a_run_whose_figures_fail_is_ended_failed(tmp_path, monkeypatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from infoflow_track.experiment import execute_run, plan_run
+    from infoflow_track.probe import LayerProbe
+
     def broken_finish(self) -> None:
         raise OSError("artifact store is full")
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 from helpers import REPO, run_in_process, runs_of
-from mlflow.tracking import MlflowClient
 
 from infoflow_track.study.spec import load_spec
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 STUDIES = sorted(p.stem for p in (REPO / "studies").glob("*.toml"))
 
@@ -22,10 +26,13 @@ def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", STUDIES)
 def test_study_runs_a_trial_end_to_end(
     name: str, store_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from mlflow.tracking import MlflowClient
+
     monkeypatch.chdir(REPO)  # `infoflow study NAME` in a clean checkout
     spec = load_spec(name)
     assert spec.path.resolve() == (REPO / "studies" / f"{name}.toml").resolve()
@@ -72,6 +79,8 @@ def test_the_quickstart_best_trial_has_a_layer_that_moves_well_below_its_ceiling
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What `make demo` shows: the study as shipped (epochs, probe, estimators), 3 trials."""
+    from mlflow.tracking import MlflowClient
+
     monkeypatch.chdir(REPO)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert run_in_process(REPO / "studies" / "quickstart.toml", uri, n_trials=3).finished == 3

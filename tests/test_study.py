@@ -9,14 +9,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import optuna
 import pytest
 from helpers import INFOFLOW, plant_plugin, run_cli, run_in_process, runs_of, tiny_plugin
-from mlflow.tracking import MlflowClient
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+
+if TYPE_CHECKING:
+    import optuna
 
 SPEC = """
 name = "{name}"
@@ -53,11 +52,20 @@ def write_spec(tmp_path: Path, name: str = "s", n_trials: int = 6, epochs: int =
 
 
 def journal_study(store: Path, name: str) -> optuna.Study:
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
     storage = JournalStorage(JournalFileBackend(str(store / "optuna.journal")))
     return optuna.load_study(study_name=name, storage=storage)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_cli_study_records_trials_in_journal_and_parent_child_runs(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     spec = write_spec(tmp_path, name="six")
     proc = run_cli("study", str(spec), "--tracking-uri", uri, cwd=tmp_path)
@@ -106,7 +114,11 @@ def test_cli_study_records_trials_in_journal_and_parent_child_runs(tmp_path: Pat
     assert f"(trial {best.number})" in shown.stdout
 
 
+@pytest.mark.slow
 def test_median_pruner_prunes_bad_trials_early(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     spec = tmp_path / "prune.toml"
     spec.write_text(
@@ -134,7 +146,11 @@ def test_median_pruner_prunes_bad_trials_early(tmp_path: Path) -> None:
         assert steps == [0, *sorted(trial.intermediate_values)] and max(steps) < 4
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_two_workers_finish_exactly_the_budget(tmp_path: Path) -> None:
+    from optuna.trial import TrialState
+
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     spec = write_spec(tmp_path, name="par", n_trials=5)
     proc = run_cli("study", str(spec), "--workers", "2", "--tracking-uri", uri, cwd=tmp_path)
@@ -150,6 +166,7 @@ def test_two_workers_finish_exactly_the_budget(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_rerun_continues_the_study_and_its_parent_run(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     spec = write_spec(tmp_path, name="again", n_trials=3)
@@ -166,6 +183,8 @@ def test_rerun_continues_the_study_and_its_parent_run(tmp_path: Path) -> None:
     assert parent.info.status == "FINISHED"
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_rerun_with_a_changed_spec_is_refused(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     spec = write_spec(tmp_path, name="same", n_trials=1)
@@ -200,7 +219,11 @@ class Flaky(Tiny):
 )
 
 
+@pytest.mark.slow
 def test_raising_and_nan_trials_fail_alone(tmp_path: Path, monkeypatch) -> None:
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
     site = tmp_path / "site"
     plant_plugin(site, "flaky-plugin", {"flaky": "flaky_mod:Flaky"}, {"flaky_mod": FLAKY})
     monkeypatch.syspath_prepend(str(site))
@@ -227,6 +250,8 @@ def test_raising_and_nan_trials_fail_alone(tmp_path: Path, monkeypatch) -> None:
 
 def _wait_for_running_trial(store: Path, name: str, proc: subprocess.Popen, timeout: float = 120):
     """The first RUNNING trial that has an MLflow run and at least one epoch reported."""
+    from optuna.trial import TrialState
+
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()
@@ -250,9 +275,14 @@ def _start_study(spec: Path, uri: str, cwd: Path, *args: str) -> subprocess.Pope
     )  # fmt: skip
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_sigkilled_worker_leaves_nothing_running_and_a_rerun_meets_the_budget(
     tmp_path: Path,
 ) -> None:
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     store = tmp_path / "store"
     spec = write_spec(tmp_path, name="kill", n_trials=4, epochs=40)
@@ -279,7 +309,12 @@ def test_sigkilled_worker_leaves_nothing_running_and_a_rerun_meets_the_budget(
     assert "abandoned" in run.data.tags["infoflow.error"]
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_ctrl_c_fails_the_running_trial_and_a_rerun_resumes(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     store = tmp_path / "store"
     spec = write_spec(tmp_path, name="stop", n_trials=2, epochs=40)
@@ -364,6 +399,8 @@ def test_malformed_spec_exits_2_naming_the_key_and_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]  # no store, no journal
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_unknown_study_name_lists_the_studies(tmp_path: Path) -> None:
     (tmp_path / "studies").mkdir()
     write_spec(tmp_path / "studies", name="alpha")

@@ -6,12 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from helpers import run_in_process, runs_of
-from infoflow_plugins.mlp import MLPConfig
-from mlflow.tracking import MlflowClient
-from optuna.trial import TrialState
 from test_study import SPEC, journal_study, write_spec
 
 from infoflow_track import UserError
@@ -30,6 +26,9 @@ from infoflow_track.study.storage import (
 
 
 def test_space_accepts_every_kind_and_keeps_list_choices_as_text() -> None:
+    import optuna
+    from infoflow_plugins.mlp import MLPConfig
+
     dims = check_space(
         {
             "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
@@ -64,12 +63,16 @@ def test_space_accepts_every_kind_and_keeps_list_choices_as_text() -> None:
     ],
 )
 def test_space_rejects_bad_entries_naming_them(dist: dict, needle: str) -> None:
+    from infoflow_plugins.mlp import MLPConfig
+
     with pytest.raises(UserError, match="entry 'lr'") as info:
         check_space({"lr": dist}, specs(MLPConfig), "[search]")
     assert needle in str(info.value)
 
 
 def test_grid_points_and_its_refusals() -> None:
+    from infoflow_plugins.mlp import MLPConfig
+
     dims = check_space({"activation": {"type": "categorical", "choices": ["relu", "tanh"]}},
                        specs(MLPConfig), "[search]")  # fmt: skip
     assert grid(dims, "[search]") == {"activation": ["relu", "tanh"]}
@@ -97,6 +100,7 @@ def test_name_resolves_in_the_studies_directory(tmp_path: Path) -> None:
     assert quick.plugin == "mlp" and quick.pruner.kind == "median" and quick.n_trials >= 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_every_sampler_runs_a_study(sampler: str, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
@@ -113,6 +117,7 @@ def test_every_sampler_runs_a_study(sampler: str, tmp_path: Path) -> None:
         assert len({(t.params["lr"], t.params["activation"]) for t in trials}) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruner", sorted(PRUNERS))
 def test_every_pruner_runs_a_study(pruner: str, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
@@ -124,7 +129,10 @@ def test_every_pruner_runs_a_study(pruner: str, tmp_path: Path) -> None:
                for t in trials)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_multi_objective_study_reports_both_values(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     spec = tmp_path / "multi.toml"
     spec.write_text(
@@ -146,8 +154,11 @@ def test_multi_objective_study_reports_both_values(tmp_path: Path) -> None:
     assert "infoflow.best_trial" not in parent.data.tags  # no single best on a Pareto front
 
 
+@pytest.mark.slow
 def test_a_plugin_metric_of_an_earlier_phase_is_an_objective(tmp_path: Path) -> None:
     """local-mi logs local/mi in its layer phases only: the objective is its latest value."""
+    from mlflow.tracking import MlflowClient
+
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     spec = tmp_path / "phases.toml"
     spec.write_text('name = "phases"\nplugin = "local-mi"\nn_trials = 2\n[settings]\n'
@@ -166,6 +177,8 @@ def test_a_plugin_metric_of_an_earlier_phase_is_an_objective(tmp_path: Path) -> 
 
 def _running_trial(tmp_path: Path, owner: str, heartbeat: float) -> tuple:
     """A study on a real journal with one RUNNING trial claimed by ``owner``."""
+    import optuna
+
     ref = resolve_storage(None, tmp_path)
     storage = ref.open()
     study = optuna.create_study(study_name="s", storage=storage)
@@ -178,6 +191,8 @@ def _running_trial(tmp_path: Path, owner: str, heartbeat: float) -> tuple:
 
 def test_trial_of_a_dead_local_worker_is_failed_and_requeued(tmp_path: Path) -> None:
     import socket
+
+    from optuna.trial import TrialState
 
     study, storage, trial = _running_trial(tmp_path, f"{socket.gethostname()}:999999:1", 0.0)
     assert release_abandoned(study, storage, None) == [trial.number]
@@ -208,7 +223,10 @@ def test_bad_storage_urls_are_user_errors(url: str, needle: str, tmp_path: Path)
     assert needle in str(info.value)
 
 
+@pytest.mark.slow
 def test_rdb_storage_runs_a_study(tmp_path: Path) -> None:
+    import optuna
+
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     spec = write_spec(tmp_path, name="rdb", n_trials=2, epochs=1)
     from infoflow_track.study.runner import check_runnable, open_study, run_study

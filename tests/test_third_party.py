@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 from helpers import file_digest, pip, plant_plugin, run_cli, runs_of, tiny_plugin
-from mlflow.tracking import MlflowClient
 
 from infoflow_track.testing import CHECKS
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 NAME, DIST, MODULE = "scaffold-e2e", "infoflow-scaffold-e2e", "infoflow_scaffold_e2e"
 RUFF = str(Path(sys.executable).with_name("ruff"))
@@ -40,6 +41,8 @@ def scaffolded(tmp_path: Path):
 def test_a_scaffolded_plugin_installs_lists_runs_studies_and_uninstalls(
     scaffolded: Path, tmp_path: Path
 ) -> None:
+    from mlflow.tracking import MlflowClient
+
     package = scaffolded
     assert (package / "src" / MODULE / "plugin.py").is_file()
     for lint in ([RUFF, "check", "."], [RUFF, "format", "--check", "."]):  # its own ruff config

@@ -6,12 +6,15 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from infoflow_track import UserError
 from infoflow_track.tracking import Tracker, git_state, resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 
 class CountingClient:
@@ -120,6 +123,8 @@ def test_a_deleted_experiment_is_a_user_error(sqlite_uri: str) -> None:
 
 
 def test_metrics_of_a_step_go_in_one_call_and_params_in_batches(sqlite_uri: str) -> None:
+    from mlflow.tracking import MlflowClient
+
     tracker = Tracker(sqlite_uri)
     run = tracker.start_run("exp", run_name="r", tags={"infoflow.plugin": "mlp"})
     counting = CountingClient(run.client)
@@ -141,6 +146,8 @@ def test_metrics_of_a_step_go_in_one_call_and_params_in_batches(sqlite_uri: str)
 
 
 def test_child_runs_carry_an_explicit_parent(sqlite_uri: str) -> None:
+    from mlflow.tracking import MlflowClient
+
     tracker = Tracker(sqlite_uri)
     parent = tracker.start_run("study")
     child = tracker.start_run("study", parent_run_id=parent.run_id)
