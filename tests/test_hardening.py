@@ -34,6 +34,9 @@ n_trials = {n_trials}
 [settings]
 dataset = "digits"
 epochs = {epochs}
+probe_size = 256
+[fixed]
+widths = [16]
 [search]
 lr = {{ type = "float", low = 1e-3, high = 1e-2, log = true }}
 [sampler]
@@ -274,9 +277,9 @@ def test_a_full_disk_mid_run_is_one_line_exit_1_and_the_run_is_closed_later(
     db = small_disk / "mlflow.db"
     uri = f"sqlite:///{db}"
     proc = subprocess.Popen(
-        [INFOFLOW, "run", "mlp", "--epochs", "400",
-         "--tracking-uri", uri], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        [INFOFLOW, "run", "mlp", "--epochs", "400", "--probe-size", "256",
+         "--set", "widths=16", "--tracking-uri", uri], cwd=tmp_path, env=_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.time() + 120
     while not _metrics_logged(db):
