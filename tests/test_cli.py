@@ -209,7 +209,7 @@ def test_tracking_uri_from_the_environment_is_used(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'elsewhere' / 'runs.db'}"
     proc = run_cli(
         "run", "mlp", "--dataset", "ib12", "--epochs", "1", "--set", "widths=10,7,5,4,3",
-        "--set", "activation=tanh", "--experiment", "ib12", cwd=tmp_path,
+        "--set", "activation=tanh", "--experiment", "ib12", "--probe-size", "256", cwd=tmp_path,
         env={"MLFLOW_TRACKING_URI": uri},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -314,8 +314,8 @@ def test_diverged_run_exits_1_and_is_recorded_failed(tmp_path: Path, sqlite_uri:
     site = tmp_path / "site"
     plant_plugin(site, "nan-dist", {"nan": "nan_mod:NanPlugin"}, {"nan_mod": NAN_PLUGIN})
     proc = run_cli(
-        "run", "nan", "--epochs", "3", "--tracking-uri", sqlite_uri, cwd=tmp_path,
-        env={"PYTHONPATH": str(site)},
+        "run", "nan", "--epochs", "3", "--probe-size", "256", "--tracking-uri", sqlite_uri,
+        cwd=tmp_path, env={"PYTHONPATH": str(site)},
     )  # fmt: skip
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "training loss is nan at epoch 1" in proc.stderr
@@ -333,7 +333,7 @@ def test_ctrl_c_ends_the_run_as_killed(tmp_path: Path, sqlite_uri: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.Popen(
         [INFOFLOW, "run", "mlp", "--dataset", "synthetic:size=2000,dim=16", "--epochs", "100000",
-         "--tracking-uri", sqlite_uri],
+         "--probe-size", "256", "--tracking-uri", sqlite_uri],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     for line in proc.stdout:  # wait until an epoch has been logged
@@ -357,7 +357,7 @@ def test_concurrent_first_runs_create_one_sound_store(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    args = ["run", "mlp", "--epochs", "1", "--set", "widths=8"]
+    args = ["run", "mlp", "--epochs", "1", "--set", "widths=8", "--probe-size", "256"]
     procs = [
         subprocess.Popen([INFOFLOW, *args, "--seed", str(i)], cwd=tmp_path, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
