@@ -285,7 +285,7 @@ def test_sigkilled_worker_leaves_nothing_running_and_a_rerun_meets_the_budget(
 
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     store = tmp_path / "store"
-    spec = write_spec(tmp_path, name="kill", n_trials=4, epochs=40)
+    spec = write_spec(tmp_path, name="kill", n_trials=4, epochs=20)
     proc = _start_study(spec, uri, tmp_path, "--workers", "2")
     victim = _wait_for_running_trial(store, "kill", proc)
     os.kill(int(victim.user_attrs["infoflow.owner"].split(":")[1]), signal.SIGKILL)
@@ -317,7 +317,7 @@ def test_ctrl_c_fails_the_running_trial_and_a_rerun_resumes(tmp_path: Path) -> N
 
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     store = tmp_path / "store"
-    spec = write_spec(tmp_path, name="stop", n_trials=2, epochs=40)
+    spec = write_spec(tmp_path, name="stop", n_trials=2, epochs=20)
     proc = _start_study(spec, uri, tmp_path)
     victim = _wait_for_running_trial(store, "stop", proc)
     proc.send_signal(signal.SIGINT)
