@@ -31,13 +31,15 @@ lint: $(STAMP)
 
 # pytest exits 5 when it collects no test: make treats any non-zero status as a failure.
 # Two workers, a test file each: most tests wait on subprocesses and SQLite, not the CPU.
+# One torch thread per process: two workers and their subprocesses already fill 2 cores, and
+# torch's spinning threads on oversubscribed cores make tiny steps ~10x slower.
 test: lint
-	$(BIN)/pytest -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n 2 --dist loadfile
 
 # The quick loop while working (under a minute): all but the tests marked slow, which run the
 # real command in subprocesses, pip, servers, studies and multi-second training runs.
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow" -n 2
+	OMP_NUM_THREADS=1 $(BIN)/pytest -m "not slow" -n 2
 
 ui: $(STAMP)
 	$(BIN)/infoflow ui

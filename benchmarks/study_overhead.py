@@ -5,9 +5,10 @@ couple of epochs, a small probe set), samples the same space with the same seede
 its own fresh journal file and SQLite MLflow store, and logs the same per-epoch metrics:
 
 - ``infoflow``: :func:`run_study` (spec, study lock, budget count, owner and heartbeat,
-  child runs with trial tags and the probe's CKA JSON and figures);
+  child runs with trial tags, the probe's records ``cka/matrices.json`` and
+  ``probe/planes.json`` per trial, and the figures of the best trial drawn at the end);
 - ``optimize + execute_run``: ``study.optimize`` calling infoflow's ``execute_run`` as a child
-  run (the same run logging, none of the study machinery);
+  run (the logging of ``infoflow run``, figures of every run included; no study machinery);
 - ``optimize + mlflow fluent``: ``study.optimize`` with ``mlflow.start_run(nested=True)`` and
   one ``mlflow.log_metrics`` per epoch of the same metrics (no artifacts): what a researcher
   would write by hand.

@@ -385,6 +385,12 @@ def _run_plan(plan: Any, uri: str, experiment: str, run_name: str | None) -> Non
         f"{plan.entry.name} on {plan.data.name} ({plan.data.x_train.shape[0]} train, "
         f"{plan.data.x_test.shape[0]} test, {plan.data.num_classes} classes) on {plan.device}; "
         f"MI by {', '.join(e.describe() for e in plan.estimators.estimators)}"
+        + (
+            f"; {plan.settings.replicates} replicates, seeds {plan.settings.seed}.."
+            f"{plan.settings.seed + plan.settings.replicates - 1}"
+            if plan.settings.replicates > 1
+            else ""
+        )
     )
     with _epoch_progress(plan.total_epochs) as listener:
         result = execute_run(
@@ -426,12 +432,16 @@ def _run_outcome(
 
 
 def _headline(metrics: dict[str, float]) -> str:
-    """Accuracy and loss in one line, and how many layer measures and plugin values follow."""
+    """Accuracy and loss in one line (mean +- 95% half-width over replicates), and how many
+    layer measures and plugin values follow."""
     from infoflow_track.names import LAYER_KEY
+    from infoflow_track.replicates import SPREAD_PREFIXES
 
-    shown = [f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("acc/", "loss/"))]
-    layer = sum(bool(LAYER_KEY.fullmatch(k)) for k in metrics)
-    own = len(metrics) - len(shown) - layer
+    means = {k: v for k, v in metrics.items() if not k.startswith(SPREAD_PREFIXES)}
+    shown = [f"{k} {v:.4f}" + (f" +- {metrics[f'ci95/{k}']:.4f}" if f"ci95/{k}" in metrics else "")
+             for k, v in means.items() if k.startswith(("acc/", "loss/"))]  # fmt: skip
+    layer = sum(bool(LAYER_KEY.fullmatch(k)) for k in means)
+    own = len(means) - len(shown) - layer
     counts = [f"+{layer} layer measures"] * bool(layer) + [f"+{own} plugin values"] * bool(own)
     return "  ".join(shown) + (f"  ({', '.join(counts)})" if counts else "")
 

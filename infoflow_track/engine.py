@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from infoflow_track.data import Dataset
+from infoflow_track.ensemble import Members, PackedEnsemble, as_members, fit_packed
 from infoflow_track.names import EPOCH_METRICS, LAYER_NAME
 from infoflow_track.plugin import Plugin, RunContext
+from infoflow_track.replicates import seeds_of, summarise
 from infoflow_track.settings import RunSettings
 
-#: An epoch-end hook gets the model and the run context and returns metrics to log.
-EpochHook = Callable[[torch.nn.Module, RunContext], Mapping[str, float]]
+#: An epoch-end hook gets the model (one module, or packed replicates) and the run context
+#: and returns metrics to log: a float each, or K floats each for K packed replicates.
+EpochHook = Callable[[Any, RunContext], Mapping[str, Any]]
 #: A listener gets (step, metrics of that step) after they are logged.
 EpochListener = Callable[[int, Mapping[str, float]], None]
 
@@ -33,7 +36,11 @@ _EVAL_CHUNK = 8192  # samples per forward pass when evaluating
 
 
 class DivergedError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite; ``history`` holds the epochs up to then."""
+
+    def __init__(self, message: str, history: Sequence[EpochValues] = ()) -> None:
+        super().__init__(message)
+        self.history = list(history)
 
 
 class StopEarly(Exception):
@@ -49,11 +56,21 @@ class MetricSink(Protocol):
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
 
 
+class EpochValues(NamedTuple):
+    """One epoch end's values of each replicate: {key: K floats}, and which were kept."""
+
+    step: int
+    values: dict[str, list[float]]
+    kept: tuple[bool, ...]
+
+
 @dataclass(frozen=True)
 class TrainResult:
-    metrics: dict[str, float]  # each metric's latest value (a plugin's may skip epochs)
+    metrics: dict[str, float]  # each metric's latest mean (a plugin's may skip epochs)
     steps: int  # epochs completed, over all phases
     stopped: str | None = None  # why a listener stopped training early, if it did
+    history: list[EpochValues] = field(default_factory=list)  # every epoch end, step 0 first
+    dropped: dict[int, int] = field(default_factory=dict)  # diverged seed -> its epoch
 
 
 def build_model(plugin: Plugin, config: Any, data: Dataset, seed: int) -> torch.nn.Module:
@@ -93,25 +110,29 @@ def build_model(plugin: Plugin, config: Any, data: Dataset, seed: int) -> torch.
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(accuracy in [0, 1], mean cross-entropy in nats) of ``model`` on x (N, ...), y (N,)."""
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), device=x.device)
-    loss = torch.zeros((), device=x.device)
+def evaluate(model: torch.nn.Module | Members, x: torch.Tensor, y: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(accuracy in [0, 1], mean cross-entropy in nats) of each of K members on x (N, ...),
+    y (N,): two (K,) float64 tensors on x's device (K = 1 for one module)."""
+    members = as_members(model)
+    was_training = members.training
+    members.eval()
+    correct = torch.zeros(members.size, device=x.device, dtype=torch.float64)
+    loss = torch.zeros(members.size, device=x.device, dtype=torch.float64)
     for start in range(0, x.shape[0], _EVAL_CHUNK):
-        logits = model(x[start : start + _EVAL_CHUNK]).float()
-        target = y[start : start + _EVAL_CHUNK]
-        loss += F.cross_entropy(logits, target, reduction="sum")
-        correct += (logits.argmax(dim=1) == target).sum()
-    model.train(was_training)
+        logits = members.logits(x[start : start + _EVAL_CHUNK]).float()  # (K, B, C)
+        target = y[start : start + _EVAL_CHUNK].expand(logits.shape[:2])
+        losses = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (K, B)
+        loss += losses.sum(dim=1)
+        correct += (logits.argmax(dim=2) == target).sum(dim=1)
+    members.train(was_training)
     n = max(x.shape[0], 1)
-    return correct.item() / n, loss.item() / n
+    return correct / n, loss / n
 
 
 def train(
     plugin: Plugin,
-    model: torch.nn.Module,
+    model: torch.nn.Module | PackedEnsemble,
     config: Any,
     data: Dataset,
     settings: RunSettings,
@@ -122,17 +143,27 @@ def train(
 ) -> TrainResult:
     """Fit ``model`` with the plugin; every epoch end is evaluated, hooked, logged, heard.
 
+    ``model`` is one module (seed ``settings.seed``) or a :class:`PackedEnsemble` of K
+    replicates (seeds ``settings.seed + k``), trained by :func:`fit_packed`; the sink and the
+    listeners get each metric's mean over the replicates and its spread keys (see
+    :mod:`infoflow_track.replicates`). A replicate whose training loss turns non-finite fails
+    the run, naming its seed, unless ``settings.drop_diverged`` (with K >= 2) leaves it out
+    from that epoch on.
+
     The model at initialisation is evaluated, hooked and logged as step 0 first (listeners
     hear epochs 1, 2, ... only). A listener may raise :class:`StopEarly` to end training
     after the epoch it heard.
     """
     device = data.device
-    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    members = as_members(model)
+    seeds = seeds_of(settings.seed, members.size)
+    generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+    kept = [True] * members.size
+    dropped: dict[int, int] = {}  # seed -> epoch it diverged on
+    history: list[EpochValues] = []
     last: dict[str, float] = {}
 
-    def on_epoch_end(
-        model: torch.nn.Module, step: int, extra: Mapping[str, float]
-    ) -> dict[str, float]:
+    def on_epoch_end(model: Any, step: int, extra: Mapping[str, float]) -> dict[str, float]:
         unknown = set(extra) - set(plugin.epoch_metrics)
         if unknown:
             raise TypeError(
@@ -141,27 +172,62 @@ def train(
             )
         acc_train, loss_train = evaluate(model, data.x_train, data.y_train)
         acc_test, loss_test = evaluate(model, data.x_test, data.y_test)
-        values = (acc_train, acc_test, loss_train, loss_test)
-        metrics = dict(zip(EPOCH_METRICS, values, strict=True))
-        metrics.update({name: float(value) for name, value in extra.items()})
-        diverged = not math.isfinite(loss_train)
+        rows = torch.stack((acc_train, acc_test, loss_train, loss_test)).cpu().tolist()
+        values = dict(zip(EPOCH_METRICS, rows, strict=True))
+        values.update({name: [float(value)] * len(kept) for name, value in extra.items()})
+        diverged = [s for s, loss, keep in zip(seeds, rows[2], kept, strict=True)
+                    if keep and not math.isfinite(loss)]  # fmt: skip
+        if diverged and settings.drop_diverged and len(seeds) > 1 and len(diverged) < sum(kept):
+            for seed in diverged:
+                kept[seeds.index(seed)] = False
+                dropped[seed] = step
+            diverged = []
         for hook in () if diverged else hooks:  # no measures of a diverged model
-            metrics.update(hook(model, ctx))
+            values.update({k: _per_member(v, len(kept)) for k, v in hook(model, ctx).items()})
+        metrics = summarise(values, kept)
         if sink is not None:
             sink.log_metrics(metrics, step)
+        history.append(EpochValues(step, values, tuple(kept)))
         for listener in listeners if step else ():  # initialisation is measured, not heard
             listener(step, metrics)
         last.update(metrics)  # a plugin metric of an earlier phase keeps its latest value
         if diverged:
-            raise DivergedError(f"training loss is {loss_train} at epoch {step}")
+            loss = rows[2][seeds.index(diverged[0])]
+            who = f" (replicate seed {diverged[0]})" if len(seeds) > 1 else ""
+            raise DivergedError(f"training loss is {loss} at epoch {step}{who}", history)
         return metrics
 
-    ctx = RunContext(config, data, settings, device, generator, on_epoch_end)
+    ctx = RunContext(config, data, settings, device, generators[0], on_epoch_end)
     on_epoch_end(model, 0, {})  # step 0: the model at initialisation
     try:
-        plugin.fit(model, ctx)
+        if isinstance(model, PackedEnsemble):
+            fit_packed(model, ctx, generators)
+        else:
+            plugin.fit(model, ctx)
     except StopEarly as stop:
-        return TrainResult(dict(last), ctx.step, stopped=str(stop))
+        return TrainResult(dict(last), ctx.step, str(stop), history, dict(dropped))
     if ctx.step == 0:
         raise RuntimeError(f"{type(plugin).__name__}.fit never called ctx.end_epoch(model)")
-    return TrainResult(dict(last), ctx.step)
+    return TrainResult(dict(last), ctx.step, None, history, dict(dropped))
+
+
+def merge_histories(histories: Sequence[Sequence[EpochValues]]) -> list[EpochValues]:
+    """The epochs of K replicates trained one by one (one member each) as K-member epochs;
+    a replicate that stopped early (diverged) is NaN and not kept from there on."""
+    longest = max(histories, key=len)
+    merged = []
+    for i, epoch in enumerate(longest):
+        here = [h[i] if i < len(h) else None for h in histories]
+        values = {key: [e.values.get(key, [math.nan])[0] if e else math.nan for e in here]
+                  for key in epoch.values}  # fmt: skip
+        kept = tuple(bool(e and e.kept[0] and math.isfinite(e.values["loss/train"][0]))
+                     for e in here)  # fmt: skip
+        merged.append(EpochValues(epoch.step, values, kept))
+    return merged
+
+
+def _per_member(value: Any, k: int) -> list[float]:
+    """A hook's value of one metric as K floats: a sequence of K, or one value for all."""
+    if isinstance(value, (list, tuple)):
+        return [float(v) for v in value]
+    return [float(value)] * k

@@ -10,6 +10,8 @@ as FINISHED, FAILED or KILLED.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import itertools
 import platform
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -22,13 +24,27 @@ import torch
 from infoflow_track import __version__
 from infoflow_track.data import Dataset, load_dataset
 from infoflow_track.devices import describe_device, resolve_device
-from infoflow_track.engine import EpochHook, EpochListener, build_model, train
+from infoflow_track.engine import (
+    DivergedError,
+    EpochHook,
+    EpochListener,
+    EpochValues,
+    MetricSink,
+    StopEarly,
+    TrainResult,
+    build_model,
+    merge_histories,
+    train,
+)
+from infoflow_track.ensemble import PackedEnsemble, pack
 from infoflow_track.envflags import check_flags
 from infoflow_track.errors import UserError
 from infoflow_track.estimators import EstimatorChoice, resolve_estimators
+from infoflow_track.figures import draw_accuracy_figure
 from infoflow_track.hparams import parse_config, specs
 from infoflow_track.names import (
     CKA_MEASURES,
+    DROPPED_TAG,
     EPOCH_METRICS,
     ERROR_TAG,
     ESTIMATORS_TAG,
@@ -40,6 +56,12 @@ from infoflow_track.names import (
 from infoflow_track.plugin import Plugin
 from infoflow_track.probe import LayerProbe, estimator_keys, probe_activations
 from infoflow_track.registry import Entry, PluginError, get_entry
+from infoflow_track.replicates import (
+    TABLE_ARTIFACT,
+    ReplicateTable,
+    seeds_of,
+    summarise,
+)
 from infoflow_track.settings import RunSettings, settings_from, split_assignments
 from infoflow_track.tracking import RunLogger, Tracker, check_experiment_name, git_state
 
@@ -181,12 +203,17 @@ def execute_run(
     on_start: Callable[[RunLogger], None] | None = None,
     hooks: Sequence[EpochHook] = (),
     listeners: Sequence[EpochListener] = (),
+    figures: bool = True,
 ) -> RunResult:
     """Train ``plan`` and record it as one MLflow run in ``experiment`` (see
     :func:`experiment_name`); the run is ended whatever happens.
 
-    ``tags`` are added to the plan's; ``on_start`` gets the run as soon as it exists. A
-    listener raising :class:`~infoflow_track.engine.StopEarly` ends a FINISHED run early.
+    ``tags`` are added to the plan's; ``on_start`` gets the run as soon as it exists;
+    ``figures`` False leaves out the PNG figures (the metrics and artifacts they are drawn
+    from are logged all the same). With ``settings.replicates`` K >= 2 the K seeds train
+    packed where the plugin's model allows (see :func:`~infoflow_track.ensemble.pack`), else
+    one after another, saying why in the run's warnings. A listener raising
+    :class:`~infoflow_track.engine.StopEarly` ends a FINISHED run early.
     """
     run = tracker.start_run(
         experiment,
@@ -199,15 +226,22 @@ def execute_run(
         if on_start is not None:
             on_start(run)
         run.log_params(plan.params())
-        probe = LayerProbe(plan.model, plan.data, plan.estimators.estimators, artifacts=run)
-        result = train(
-            plan.plugin, plan.model, plan.config, plan.data, plan.settings,
-            sink=run, hooks=[probe, *hooks], listeners=listeners,
-        )  # fmt: skip
-        probe.finish()
+        packed = replicate_models(plan)
+        if isinstance(packed, str):  # the reason they train one after another
+            note = f"replicates train one after another: {packed}"
+            result, probe = _train_sequential(plan, sink=run, hooks=hooks, listeners=listeners)
+        else:
+            note = None
+            probe = LayerProbe(packed, plan.data, plan.estimators.estimators, artifacts=run)
+            result = train(
+                plan.plugin, packed, plan.config, plan.data, plan.settings,
+                sink=run, hooks=[probe, *hooks], listeners=listeners,
+            )  # fmt: skip
+        probe.finish(figures)
+        _log_replicates(run, plan, result, figures)
         saturated = probe.saturated()
-        warnings = tuple(w for w in (*probe.warnings, probe.saturation_warning()) if w)
-        run.set_tags(outcome_tags(result.stopped, saturated, warnings))
+        warnings = tuple(w for w in (note, *probe.warnings, probe.saturation_warning()) if w)
+        run.set_tags(outcome_tags(result.stopped, saturated, warnings, result.dropped))
     except KeyboardInterrupt:
         run.end("KILLED")
         raise
@@ -215,7 +249,7 @@ def execute_run(
         run.set_tags({ERROR_TAG: f"{type(exc).__name__}: {exc}"[:5000]})
         if probe is not None:
             with contextlib.suppress(Exception):  # best effort: figures of the measured epochs
-                probe.finish()
+                probe.finish(figures)
         run.end("FAILED")
         raise
     run.end("FINISHED")
@@ -223,12 +257,106 @@ def execute_run(
                      warnings)  # fmt: skip
 
 
+def replicate_models(plan: RunPlan) -> torch.nn.Module | PackedEnsemble | str:
+    """The plan's model alone (one replicate), its K replicates packed (seeds seed + k), or
+    why they cannot be packed."""
+    k = plan.settings.replicates
+    if k == 1:
+        return plan.model
+    models = [plan.model, *(build_model(plan.plugin, plan.config, plan.data, seed)
+                            for seed in seeds_of(plan.settings.seed, k)[1:])]  # fmt: skip
+    x, y = plan.data.x_train[:2], plan.data.y_train[:2]
+    return pack(plan.plugin, models, plan.config, x, y)
+
+
+def _train_sequential(
+    plan: RunPlan,
+    *,
+    sink: RunLogger,
+    hooks: Sequence[EpochHook],
+    listeners: Sequence[EpochListener],
+) -> tuple[TrainResult, LayerProbe]:
+    """Train the K replicates one after another, then log what packed training would have:
+    each epoch's means and spreads, heard by the listeners once all are trained (a pruner's
+    stop then ends the record at that epoch). A diverged replicate fails the run, or with
+    ``drop_diverged`` counts from the epoch it diverged on no more."""
+    settings = plan.settings
+    seeds = seeds_of(settings.seed, settings.replicates)
+    histories, probes = [], []
+    for seed in seeds:
+        model = plan.model if seed == settings.seed else build_model(
+            plan.plugin, plan.config, plan.data, seed)  # fmt: skip
+        probe = LayerProbe(model, plan.data, plan.estimators.estimators)
+        alone = dataclasses.replace(settings, seed=seed, replicates=1)
+        try:
+            histories.append(train(plan.plugin, model, plan.config, plan.data, alone,
+                                   hooks=[probe, *hooks]).history)  # fmt: skip
+        except DivergedError as exc:
+            if not settings.drop_diverged:
+                raise DivergedError(f"{exc} (replicate seed {seed})") from None
+            histories.append(exc.history)
+        probes.append(probe)
+    return _replay(merge_histories(histories), seeds, sink, listeners), LayerProbe.merged(
+        probes, sink
+    )
+
+
+def _replay(
+    history: list[EpochValues],
+    seeds: Sequence[int],
+    sink: MetricSink,
+    listeners: Sequence[EpochListener],
+) -> TrainResult:
+    """Log the summary of every merged epoch, then let the listeners hear them in order."""
+    if not any(history[-1].kept):
+        raise DivergedError("every replicate diverged (seeds " + ", ".join(map(str, seeds)) + ")")
+    summaries = [(e.step, summarise(e.values, e.kept)) for e in history]
+    for step, metrics in summaries:
+        sink.log_metrics(metrics, step)
+    dropped = {}
+    for before, after in itertools.pairwise(history):
+        pairs = zip(seeds, before.kept, after.kept, strict=True)
+        dropped.update({seed: after.step for seed, was, now in pairs if was and not now})
+    stopped = None
+    for step, metrics in summaries[1:]:
+        try:
+            for listener in listeners:
+                listener(step, metrics)
+        except StopEarly as stop:
+            stopped = str(stop)
+            break
+    last: dict[str, float] = {}
+    for _, metrics in summaries:
+        last.update(metrics)
+    return TrainResult(last, history[-1].step, stopped, history, dropped)
+
+
+def _log_replicates(run: RunLogger, plan: RunPlan, result: TrainResult, figures: bool) -> None:
+    """With K >= 2 replicates: the per-replicate table and, with ``figures``, accuracy
+    curves with 95% bands."""
+    if plan.settings.replicates < 2:
+        return
+    table = ReplicateTable(seeds_of(plan.settings.seed, plan.settings.replicates))
+    for epoch in result.history:
+        table.add(epoch.step, epoch.values, epoch.kept)
+    text = table.csv_text()
+    run.log_text(text, TABLE_ARTIFACT)
+    if figures:
+        draw_accuracy_figure(text, run)
+
+
 def outcome_tags(
-    stopped: str | None, saturated: Mapping[str, Sequence[str]], warnings: Sequence[str]
+    stopped: str | None,
+    saturated: Mapping[str, Sequence[str]],
+    warnings: Sequence[str],
+    dropped: Mapping[int, int] | None = None,
 ) -> dict[str, str]:
     """Tags of a run's end: why it stopped early, its saturated layers
-    (``"h1, h2 (binning); h3 (renyi)"``, or ``"none"``) and its warnings."""
+    (``"h1, h2 (binning); h3 (renyi)"``, or ``"none"``), its warnings and the replicates
+    dropped after diverging (``"seed 3 at epoch 7"``)."""
     tags = {SATURATED_TAG: saturated_text(saturated)}
+    if dropped:
+        tags[DROPPED_TAG] = ", ".join(f"seed {s} at epoch {e}" for s, e in dropped.items())
     if stopped:
         tags[STOPPED_TAG] = stopped
     if warnings:

@@ -13,6 +13,9 @@ layer, the keys built by :func:`layer_key`:
   ``mi_xt.kde.lower``;
 - ``cka_label/<layer>``, ``cka_init/<layer>``: linear CKA with the one-hot labels and with the
   layer at initialisation.
+
+A run of K >= 2 replicates logs each of these as the replicates' mean, with ``sd/<key>`` and
+``ci95/<key>`` beside it (see :mod:`infoflow_track.replicates`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ LAYER_KEY = re.compile(
     rf"/(?P<layer>{LAYER_NAME.pattern})"
 )
 #: Metric names a plugin's own metrics may not start with.
-FRAMEWORK_METRIC_PREFIXES = ("acc/", "loss/", *(f"{q}/" for q in MI_QUANTITIES),
+FRAMEWORK_METRIC_PREFIXES = ("acc/", "loss/", "sd/", "ci95/", *(f"{q}/" for q in MI_QUANTITIES),
                              *(f"{q}." for q in MI_QUANTITIES),
                              *(f"{m}/" for m in CKA_MEASURES))  # fmt: skip
 
@@ -49,6 +52,8 @@ ESTIMATORS_TAG = "infoflow.mi"
 #: Layers whose I(X;T) sat within 1% of its ceiling at every measured epoch.
 SATURATED_TAG = "infoflow.saturated"
 WARNINGS_TAG = "infoflow.warnings"
+#: Replicates left out of the means after diverging: ``seed 3 at epoch 7, ...``.
+DROPPED_TAG = "infoflow.dropped"
 #: The process that writes the run, ``host:pid:start`` (see infoflow_track.owners).
 OWNER_TAG = "infoflow.owner"
 

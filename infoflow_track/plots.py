@@ -6,6 +6,7 @@ Each function returns a :class:`matplotlib.figure.Figure`; the caller saves or l
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -15,10 +16,18 @@ Plane = Mapping[str, Mapping[str, Sequence[float]]]
 _MARKERS = "osD^v<>pPhX*"
 
 
-def information_plane(steps: Sequence[int], panels: Mapping[str, Plane]) -> Figure:
+def information_plane(
+    steps: Sequence[int],
+    panels: Mapping[str, Plane],
+    bands: Mapping[str, Plane | None] | None = None,
+) -> Figure:
     """I(X;T) against I(T;Y), in bits: a panel per estimator (titled by the key of
     ``panels``), one trajectory per layer, points coloured by epoch, and the estimator's
-    ceilings as dashed lines (a layer on the vertical one measures nothing but the probe)."""
+    ceilings as dashed lines (a layer on the vertical one measures nothing but the probe).
+
+    With replicates the trajectories are their means, and ``bands[title]`` gives the 95%
+    half-widths of ``mi_xt`` and ``mi_ty`` per layer and epoch: drawn as an ellipse around
+    each point (axes: the two intervals)."""
     fig = Figure(figsize=(6.4 * len(panels), 4.8), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     points = None
@@ -26,6 +35,9 @@ def information_plane(steps: Sequence[int], panels: Mapping[str, Plane]) -> Figu
         for i, layer in enumerate(plane["mi_xt"]):
             x, y = np.asarray(plane["mi_xt"][layer]), np.asarray(plane["mi_ty"][layer])
             ax.plot(x, y, color="0.6", linewidth=0.8, zorder=1)
+            band = (bands or {}).get(title)
+            if band is not None:
+                draw_ellipses(ax, x, y, band["mi_xt"][layer], band["mi_ty"][layer], steps)
             points = ax.scatter(
                 x, y, c=steps, cmap="viridis", marker=_MARKERS[i % len(_MARKERS)], s=28,
                 vmin=min(steps), vmax=max(steps), label=layer, zorder=2, edgecolors="none",
@@ -40,6 +52,41 @@ def information_plane(steps: Sequence[int], panels: Mapping[str, Plane]) -> Figu
     if points is not None:
         fig.colorbar(points, ax=axes.tolist(), label="epoch")
     return fig
+
+
+def draw_ellipses(ax, x, y, half_x, half_y, steps: Sequence[int]) -> None:
+    """Translucent ellipses of half-axes (``half_x``, ``half_y``) around the points (x, y),
+    coloured by epoch as the points are; NaN half-widths draw nothing."""
+    from matplotlib.collections import EllipseCollection
+
+    widths, heights = 2 * np.asarray(half_x, float), 2 * np.asarray(half_y, float)
+    ok = np.isfinite(widths) & np.isfinite(heights) & np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return
+    ellipses = EllipseCollection(
+        widths[ok], heights[ok], np.zeros(ok.sum()), units="xy", offsets=np.c_[x[ok], y[ok]],
+        offset_transform=ax.transData, cmap="viridis", alpha=0.18, zorder=0.5,
+    )  # fmt: skip
+    ellipses.set_array(np.asarray(steps, float)[ok])
+    ellipses.set_clim(min(steps), max(steps))
+    ax.add_collection(ellipses)
+
+
+def band_curves(
+    series: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float]]],
+    *,
+    ylabel: str,
+    title: str,
+) -> Figure:
+    """One line per label with its 95% band: ``series[label] = (epochs, means, half-widths)``."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (label, (steps, means, half)) in enumerate(series.items()):
+        mean, half = np.asarray(means, float), np.asarray(half, float)
+        ax.plot(steps, mean, marker="o", markersize=3, color=f"C{i % 10}", label=label)
+        ax.fill_between(steps, mean - half, mean + half, color=f"C{i % 10}", alpha=0.2,
+                        linewidth=0)  # fmt: skip
+    return _epoch_axes(fig, ax, ylabel, title, legend=bool(series))
 
 
 def draw_ceilings(ax, plane: Plane) -> None:
@@ -137,13 +184,7 @@ def curves(
     ax = fig.add_subplot()
     for label, (steps, values) in series.items():
         ax.plot(steps, values, marker="o", markersize=3, label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if series:
-        ax.legend(loc="best", fontsize=8)
-    return fig
+    return _epoch_axes(fig, ax, ylabel, title, legend=bool(series))
 
 
 def information_planes(trials: Mapping[str, Plane], *, title: str) -> Figure:
@@ -169,4 +210,15 @@ def information_planes(trials: Mapping[str, Plane], *, title: str) -> Figure:
     _plane_axes(ax, title)
     if trials:
         ax.legend(loc="best", fontsize=7, ncol=2)
+    return fig
+
+
+def _epoch_axes(fig: Figure, ax: Any, ylabel: str, title: str, *, legend: bool) -> Figure:
+    """Label ``ax`` as a curve over epochs, with a legend if ``legend``; return ``fig``."""
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(loc="best", fontsize=8)
     return fig

@@ -33,6 +33,13 @@ class RunSettings(HParams):
     epochs: int = hparam(10, low=1, high=10**7, help="training epochs")
     batch_size: int = hparam(64, low=1, high=10**9, help="minibatch size")
     seed: int = hparam(0, low=0, high=MAX_SEED, help="seed of initialisation and batch order")
+    replicates: int = hparam(
+        1, low=1, high=1024, help="seeds seed, seed+1, ... of the same configuration, trained "
+        "packed where the model allows; logged as mean, sd/ and ci95/ keys",
+    )  # fmt: skip
+    drop_diverged: bool = hparam(
+        False, help="leave a diverging replicate out of the means instead of failing the run"
+    )
     device: str = hparam("auto", help="auto, cpu, cuda or cuda:N")
     probe_size: int = hparam(
         4096, low=2, high=10**9, help="samples of the fixed probe set measured every epoch"
@@ -60,6 +67,11 @@ class RunSettings(HParams):
                 raise UserError(f"invalid setting classes {shown}: give at least two classes")
             if len(set(self.classes)) != len(self.classes):
                 raise UserError(f"invalid setting classes {shown}: a class is repeated")
+        if self.seed + self.replicates - 1 > MAX_SEED:
+            raise UserError(
+                f"invalid setting replicates {self.replicates}: seeds {self.seed}.."
+                f"{self.seed + self.replicates - 1} pass {MAX_SEED}, the largest seed"
+            )
         if len(set(self.mi)) != len(self.mi):
             raise UserError(f"invalid setting mi {','.join(self.mi)}: an estimator is repeated")
 

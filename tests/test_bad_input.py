@@ -63,6 +63,32 @@ CASES = {
     "missing spec": (["study", "nosuch.toml"], {}, {}, "nosuch.toml"),
     "unknown sampler": (["study", "s.toml"], {}, spec('[sampler]\ntype = "nosuch"\n'), "nosuch"),
     "bad storage": (["study", "s.toml", "--storage", "bogus://x"], {}, spec(""), "bogus://x"),
+    # issue 15: replicates, their objective statistic, figures
+    "replicates zero": (["run", "mlp", "--replicates", "0"], {}, {}, "replicates"),
+    "replicates past the seeds": (
+        ["run", "mlp", "--seed", "4294967295", "--replicates", "2"],
+        {},
+        {},
+        "replicates",
+    ),
+    "lower bound of one replicate": (
+        ["study", "s.toml"],
+        {},
+        spec('[objective]\nmetric = "acc/test"\nstatistic = "lower"\n'),
+        "replicates",
+    ),
+    "unknown statistic": (
+        ["study", "s.toml"],
+        {},
+        spec('[objective]\nmetric = "acc/test"\nstatistic = "median"\n'),
+        "median",
+    ),
+    "unknown figures": (
+        ["study", "s.toml"],
+        {},
+        {"s.toml": ('figures = "some"\n' + SPEC_HEAD + SEARCH).encode()},
+        "figures",
+    ),
     # 4: spec files that are not UTF-8 TOML
     "binary spec": (["study", "s.toml"], {}, {"s.toml": bytes(range(256))}, "s.toml"),
     "latin-1 spec": (

@@ -76,7 +76,9 @@ def test_run_measures_every_layer_every_epoch_and_logs_figures(digits_run) -> No
         for kind in kinds:
             steps = sorted(m.step for m in client.get_metric_history(run_id, f"{kind}/{layer}"))
             assert steps == list(range(EPOCHS + 1)), (kind, layer)
-    assert len(client.list_artifacts(run_id, "cka")) == EPOCHS + 1
+    (record,) = client.list_artifacts(run_id, "cka")  # every epoch's matrix in one file
+    assert record.path == "cka/matrices.json"
+    assert [a.path for a in client.list_artifacts(run_id, "probe")] == ["probe/planes.json"]
     plots = sorted(a.path for a in client.list_artifacts(run_id, "plots"))
     assert plots == ["plots/cka_heatmap.png", "plots/information_plane.png"]
     params = run.data.params

@@ -260,3 +260,47 @@ def test_workers_take_visible_gpus_round_robin() -> None:
     expected = [f"cuda:{k % count}" for k in range(5)] if count else [None] * 5
     assert [worker_device("auto", k) for k in range(5)] == expected
     assert worker_device("cpu", 1) is None  # an explicit device is kept
+
+
+@pytest.mark.slow
+def test_only_the_best_trial_draws_figures_unless_the_spec_asks_for_all(tmp_path: Path) -> None:
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from infoflow_track.figures import draw_logged_figures
+    from infoflow_track.tracking import Tracker
+
+    for figures in ("best", "all"):
+        root = tmp_path / figures
+        root.mkdir()
+        uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
+        spec = write_spec(root, name=f"figures-{figures}", n_trials=3, epochs=1)
+        spec.write_text(
+            spec.read_text().replace("n_trials = 3\n", f'n_trials = 3\nfigures = "{figures}"\n')
+        )
+        assert run_in_process(spec, uri).complete == 3
+        study, client = journal_study(root / "store", f"figures-{figures}"), MlflowClient(uri)
+        for trial in study.trials:
+            run_id = trial.user_attrs["mlflow_run_id"]
+            plots = {a.path for a in client.list_artifacts(run_id, "plots")}
+            drawn = figures == "all" or trial.number == study.best_trial.number
+            assert plots == ({"plots/cka_heatmap.png", "plots/information_plane.png"} if drawn
+                             else set()), (figures, trial.number)  # fmt: skip
+            # every trial keeps what its figures are drawn from, equal to its logged metrics
+            planes = json.loads(Path(client.download_artifacts(run_id, "probe/planes.json",
+                                                               str(root))).read_text())  # fmt: skip
+            logged = [m.value for m in sorted(client.get_metric_history(run_id, "mi_xt/hidden1"),
+                                              key=lambda m: m.step)]  # fmt: skip
+            assert planes["planes"][0]["mi_xt"]["hidden1"] == pytest.approx(logged)
+            assert planes["steps"] == [0, 1] and planes["replicates"] == 1
+        loser = next(t for t in study.trials if t.number != study.best_trial.number)
+        if figures == "best":  # a figure drawn later, from the records, on a finished run
+            assert draw_logged_figures(Tracker(uri), loser.user_attrs["mlflow_run_id"])
+            png = Path(
+                client.download_artifacts(
+                    loser.user_attrs["mlflow_run_id"], "plots/information_plane.png", str(root)
+                )
+            )
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        assert not draw_logged_figures(Tracker(uri), loser.user_attrs["mlflow_run_id"])  # once

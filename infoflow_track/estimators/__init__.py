@@ -84,6 +84,24 @@ class Estimator:
         on one device; returns tensors on that device (no host read needed)."""
         raise NotImplementedError
 
+    def measure_replicates(self, t: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> Estimate:
+        """Estimates of K replicates of one layer, t (K, N, ...), against the same y and x:
+        an Estimate of (K,) tensors on t's device (a value shared by all K may stay 0-d or
+        a float). This default calls :meth:`measure` once per replicate; an estimator whose
+        math batches overrides it with one vectorised call (the built-ins do)."""
+        import torch
+
+        found = [self.measure(replicate, y, x) for replicate in t]
+
+        def stacked(values: list[Any]) -> torch.Tensor:
+            return torch.stack([torch.as_tensor(v, dtype=torch.float64, device=t.device)
+                                for v in values])  # fmt: skip
+
+        main = (stacked([f[i] for f in found]) for i in range(4))
+        extra = {e: tuple(stacked([f.extra[e][i] for f in found]) for i in (0, 1))
+                 for e in self.extras}  # fmt: skip
+        return Estimate(*main, extra)
+
     def scale_warning(self, layer: str, t: torch.Tensor) -> str | None:
         """A warning if the options do not suit layer t (N, ...) at initialisation, or None."""
         return None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infoflow_track.estimators import ESTIMATOR_API_VERSION, Estimate
-from infoflow_track.estimators._common import WithProbeEntropies, layer_width
+from infoflow_track.estimators._common import WithProbeEntropies, replicate_width
 from infoflow_track.hparams import HParams, hparam
 
 
@@ -35,10 +35,10 @@ class AdaptiveBinning(WithProbeEntropies):
         "or an estimator for wide layers (--mi renyi)"
     )
 
-    def measure(self, t: Any, y: Any, x: Any) -> Estimate:
-        from infoflow_track.measures import mi_adaptive_binned
+    def measure_replicates(self, t: Any, y: Any, x: Any) -> Estimate:
+        from infoflow_track.measures.binning import replicate_mi_adaptive_binned
 
         n_bins = self.config.n_bins
-        i_xt, i_ty = mi_adaptive_binned(t, y, n_bins=n_bins)
-        ceiling = min(self.h_x, layer_width(t) * math.log2(n_bins))
+        i_xt, i_ty = replicate_mi_adaptive_binned(t, y, n_bins=n_bins)
+        ceiling = min(self.h_x, replicate_width(t) * math.log2(n_bins))
         return Estimate(i_xt, i_ty, ceiling, self.h_y)

@@ -8,7 +8,7 @@ from typing import Any
 
 from infoflow_track.errors import UserError
 from infoflow_track.estimators import ESTIMATOR_API_VERSION, Estimate
-from infoflow_track.estimators._common import WithProbeEntropies, layer_width
+from infoflow_track.estimators._common import WithProbeEntropies, replicate_width
 from infoflow_track.hparams import HParams, hparam
 
 
@@ -56,14 +56,14 @@ class Binning(WithProbeEntropies):
         "wider binning.bin_width, or an estimator for wide layers (--mi renyi or adaptive-binning)"
     )
 
-    def measure(self, t: Any, y: Any, x: Any) -> Estimate:
-        from infoflow_track.measures import mi_binned
+    def measure_replicates(self, t: Any, y: Any, x: Any) -> Estimate:
+        from infoflow_track.measures.binning import replicate_mi_binned
 
         c = self.config
         value_range = None if c.low is None else (c.low, c.high)
-        i_xt, i_ty = mi_binned(t, y, n_bins=c.n_bins, bin_width=c.bin_width,
-                               value_range=value_range)  # fmt: skip
+        i_xt, i_ty = replicate_mi_binned(t, y, n_bins=c.n_bins, bin_width=c.bin_width,
+                                         value_range=value_range)  # fmt: skip
         ceiling = self.h_x
         if c.bin_width is None:
-            ceiling = min(ceiling, layer_width(t) * math.log2(c.n_bins))
+            ceiling = min(ceiling, replicate_width(t) * math.log2(c.n_bins))
         return Estimate(i_xt, i_ty, ceiling, self.h_y)

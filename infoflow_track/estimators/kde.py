@@ -39,13 +39,13 @@ class KDE(WithProbeEntropies):
         "the noise is small against the distances between samples: raise kde.noise_var"
     )
 
-    def measure(self, t: Any, y: Any, x: Any) -> Estimate:
-        from infoflow_track.measures import mi_kde
+    def measure_replicates(self, t: Any, y: Any, x: Any) -> Estimate:
+        from infoflow_track.measures.kde import replicate_mi_kde
 
         noise = self.config.noise_var
-        upper = mi_kde(t, y, noise_var=noise, bound="upper")
-        lower = mi_kde(t, y, noise_var=noise, bound="lower")
-        return Estimate(*upper, math.log2(t.shape[0]), self.h_y, {"lower": lower})
+        upper = replicate_mi_kde(t, y, noise_var=noise, bound="upper")
+        lower = replicate_mi_kde(t, y, noise_var=noise, bound="lower")
+        return Estimate(*upper, math.log2(t.shape[1]), self.h_y, {"lower": lower})
 
     def scale_warning(self, layer: str, t: Any) -> str | None:
         spread = t.reshape(t.shape[0], -1).double().var(dim=0).mean().item()

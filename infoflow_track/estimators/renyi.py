@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from infoflow_track.estimators import ESTIMATOR_API_VERSION, Estimate, Estimator
+from infoflow_track.estimators import ESTIMATOR_API_VERSION, Estimate
+from infoflow_track.estimators._common import MeasuresReplicates
 from infoflow_track.hparams import HParams, hparam
+
+#: Memory of the Gram matrices of one chunk of replicates measured together.
+GRAM_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class RenyiOptions(HParams):
     )  # fmt: skip
 
 
-class Renyi(Estimator):
+class Renyi(MeasuresReplicates):
     """I(X;T) = S(A_X) + S(A_T) - S(A_X∘A_T) and I(T;Y) likewise with the label kernel, on
     trace-normalised Gram matrices. Inputs get a Gaussian kernel at the median width; labels
     the class-indicator kernel. Ceilings: S(A_X) and S(A_Y) (= the α-entropy of the classes).
@@ -65,12 +69,21 @@ class Renyi(Estimator):
         self._grams = (x_gram, y_gram)
         self._entropies = renyi_entropy(torch.stack(self._grams), c.alpha).unbind()  # ceilings
 
-    def measure(self, t: Any, y: Any, x: Any) -> Estimate:
-        from infoflow_track.measures import layer_gram, mi_renyi
+    def measure_replicates(self, t: Any, y: Any, x: Any) -> Estimate:
+        import torch
+
+        from infoflow_track.measures import mi_renyi
+        from infoflow_track.measures.renyi import replicate_layer_grams
 
         c = self.config
-        t_gram = layer_gram(t[self._rows], rule=c.width, scale=c.scale, conv=c.conv)
-        x_gram, y_gram = (g.to(t_gram.dtype) for g in self._grams)
         s_x, s_y = self._entropies
-        i_xt, i_ty, _, _ = mi_renyi(t_gram, y_gram, x_gram, alpha=c.alpha, s_x=s_x, s_y=s_y)
+        n = len(self._rows)
+        per_chunk = max(1, GRAM_BYTES // (3 * n * n * t.element_size()))  # K's Gram stacks
+        found = []
+        for part in t.split(per_chunk):
+            t_grams = replicate_layer_grams(part[:, self._rows], rule=c.width, scale=c.scale,
+                                            conv=c.conv)  # fmt: skip
+            x_gram, y_gram = (g.to(t_grams.dtype) for g in self._grams)
+            found.append(mi_renyi(t_grams, y_gram, x_gram, alpha=c.alpha, s_x=s_x, s_y=s_y)[:2])
+        i_xt, i_ty = (torch.cat(v) for v in zip(*found, strict=True))
         return Estimate(i_xt, i_ty, s_x, s_y)

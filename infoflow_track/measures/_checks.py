@@ -23,6 +23,15 @@ def layer_and_labels(t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, to
     return _wide(t.reshape(t.shape[0], -1)), y.long()
 
 
+def replicate_layers(t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`layer_and_labels` of K replicates: ``t`` (K, N, ...) against ``y`` (N,); return
+    t as (K, N, D) in float32 or wider and y as int64."""
+    if t.dim() < 3:
+        raise ValueError(f"replicates must be a floating (K, N, ...) tensor, got {_show(t)}")
+    _, y = layer_and_labels(t[0], y)
+    return _wide(t.reshape(t.shape[0], t.shape[1], -1)), y
+
+
 def class_count(y: torch.Tensor) -> int:
     """``y.max() + 1`` of labels y (N,), checked non-negative: one device-to-host read."""
     low, high = torch.stack(torch.aminmax(y)).tolist()

@@ -11,7 +11,12 @@ import math
 
 import torch
 
-from infoflow_track.measures._checks import all_finite, class_count, layer_and_labels
+from infoflow_track.measures._checks import (
+    all_finite,
+    class_count,
+    layer_and_labels,
+    replicate_layers,
+)
 
 _LN2 = math.log(2.0)
 
@@ -36,14 +41,28 @@ def bin_codes(
     (low, high) when given (values outside fall in the end bins); otherwise bins of that fixed
     width are anchored at 0 (edges at k * bin_width), so unbounded activations need no range.
     """
-    t = t.reshape(t.shape[0], -1)
+    t = t.reshape(1, t.shape[0], -1)
+    return replicate_bin_codes(t, n_bins=n_bins, bin_width=bin_width, value_range=value_range)[0]
+
+
+def replicate_bin_codes(
+    t: torch.Tensor,
+    *,
+    n_bins: int = 30,
+    bin_width: float | None = None,
+    value_range: tuple[float, float] | None = None,
+) -> torch.Tensor:
+    """:func:`bin_codes` of K replicates at once: (K, N, ...) -> (K, N, D), each replicate's
+    range its own (with ``bin_width``, codes are shifted to start at 0 per replicate)."""
+    t = t.reshape(t.shape[0], t.shape[1], -1)
     if t.element_size() < 4:  # half precision cannot hold the bin scale
         t = t.float()
     if bin_width is None:
         if n_bins < 1:
             raise ValueError(f"n_bins must be at least 1, got {n_bins}")
         if value_range is None:
-            codes = _range_codes(t, n_bins, per_unit=False)
+            low, high = t.flatten(1).aminmax(dim=1)  # (K,) each
+            codes = _scaled_codes(t, low[:, None, None], high[:, None, None], n_bins)
         else:
             low, high = value_range
             if not (math.isfinite(low) and math.isfinite(high) and low < high):
@@ -54,18 +73,23 @@ def bin_codes(
         if not (math.isfinite(bin_width) and bin_width > 0):
             raise ValueError(f"bin_width must be a positive number, got {bin_width}")
         codes = torch.floor(t / bin_width)
-        codes -= codes.min()
+        codes -= codes.flatten(1).amin(dim=1)[:, None, None]
         n_codes = int(codes.max().item()) + 1
     return codes.to(_code_dtype(n_codes))
 
 
-def _range_codes(t: torch.Tensor, n_bins: int, *, per_unit: bool) -> torch.Tensor:
-    """(N, D) -> float bin indices 0..n_bins-1 of equal bins over [min, max], taken over the
-    whole layer or over each unit (column); a constant range puts everything in bin 0."""
-    low, high = torch.aminmax(t, dim=0) if per_unit else torch.aminmax(t)
+def _scaled_codes(t: torch.Tensor, low, high, n_bins: int) -> torch.Tensor:
+    """Float bin indices 0..n_bins-1 of t in equal bins over [low, high] (broadcast against
+    t); a constant range puts everything in bin 0."""
     span = high - low
     scale = torch.where(span > 0, n_bins / span, torch.zeros_like(span))
     return ((t - low) * scale).floor_().clamp_(0, n_bins - 1)
+
+
+def _range_codes(t: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """(N, D) -> float bin indices 0..n_bins-1 of equal bins over each unit's [min, max]."""
+    low, high = torch.aminmax(t, dim=0)
+    return _scaled_codes(t, low, high, n_bins)
 
 
 def _code_dtype(n_codes: int) -> torch.dtype:
@@ -86,29 +110,85 @@ def equal_mass_codes(t: torch.Tensor, n_bins: int) -> torch.Tensor:
     (a half-zero ReLU unit: the zeros in bin 0). Invariant to any increasing transform of a
     unit. Adaptive binning of Chelombiev, Houghton & O'Donnell (ICLR 2019).
     """
+    return replicate_equal_mass_codes(t.reshape(1, t.shape[0], -1), n_bins)[0]
+
+
+def replicate_equal_mass_codes(t: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """:func:`equal_mass_codes` of K replicates at once: (K, N, ...) -> (K, N, D)."""
     if n_bins < 1:
         raise ValueError(f"n_bins must be at least 1, got {n_bins}")
-    t = t.reshape(t.shape[0], -1)
+    t = t.reshape(t.shape[0], t.shape[1], -1)
     t = t.float() if t.element_size() < 4 else t
-    columns = t.T.contiguous()  # (D, N)
-    below = torch.searchsorted(columns.sort(dim=1).values, columns)  # (D, N): values < each
-    return ((below * n_bins) // t.shape[0]).T.to(_code_dtype(n_bins))
+    columns = t.transpose(1, 2).contiguous()  # (K, D, N)
+    below = torch.searchsorted(columns.sort(dim=-1).values, columns)  # values below each
+    return ((below * n_bins) // t.shape[1]).transpose(1, 2).to(_code_dtype(n_bins))
 
 
 def symbols(codes: torch.Tensor) -> torch.Tensor:
     """(N, D) codes -> (N,) ids 0..S-1: samples with the same whole vector share an id."""
-    return torch.unique(codes, dim=0, return_inverse=True)[1]
+    return replicate_symbols(codes[None])[0]
 
 
 def mi_of_codes(codes: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(H(T), I(T;Y)) in bits (float64, 0-d) of binned activations (N, D) and labels (N,):
     each row's whole code vector is one symbol."""
-    ids = symbols(codes)
+    h_t, i_ty = replicate_mi_of_codes(codes[None], y)
+    return h_t[0], i_ty[0]
+
+
+def replicate_mi_of_codes(
+    codes: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H(T), I(T;Y)) in bits, float64 (K,), of K replicates' codes (K, N, D), labels (N,).
+
+    One row deduplication for all K: each row is prefixed with its replicate's index, so no
+    symbol is shared between replicates, and each symbol's counts are summed into its
+    replicate's entropy.
+    """
+    k, n = codes.shape[:2]
     n_classes = class_count(y)
-    h_t = entropy_bits(torch.bincount(ids).double())
+    ids, owner = replicate_symbols(codes)
+    n_symbols = len(owner)
+    joint = torch.bincount(ids * n_classes + y.repeat(k), minlength=n_symbols * n_classes)
+    h_t = _entropy_by_owner(torch.bincount(ids, minlength=n_symbols)[:, None], owner, k, n)
+    h_ty = _entropy_by_owner(joint.view(-1, n_classes), owner, k, n)
     h_y = entropy_bits(torch.bincount(y).double())
-    h_ty = entropy_bits(torch.bincount(ids * n_classes + y).double())
     return h_t, (h_t + h_y - h_ty).clamp_min(0)
+
+
+def replicate_symbols(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symbols of K replicates' codes (K, N, D) (any values; non-negative integers take the
+    fast path): ids (K N,) numbering the distinct (replicate,
+    code vector) pairs 0..S-1, and the replicate of each symbol (S,).
+
+    When replicate and vector fit in one int64 (D log2(max code + 1) + log2 K < 63 bits,
+    e.g. 10 units of 30 bins for 128 replicates), each row is that one number and a 1-D
+    ``unique`` numbers them, many times faster than deduplicating rows; else rows are
+    deduplicated with the replicate index as their first column.
+    """
+    k, n, d = codes.shape
+    low, high = (0, 0) if not codes.numel() else torch.stack(codes.aminmax()).tolist()
+    base = int(high) + 1
+    if not codes.is_floating_point() and low >= 0 and d * math.log2(base) + math.log2(k) < 62:
+        powers = base ** torch.arange(d - 1, -1, -1, device=codes.device, dtype=torch.int64)
+        vectors = (codes.long() * powers).sum(dim=2)  # (K, N), exact: no overflow
+        span = base**d
+        keys = torch.arange(k, device=codes.device)[:, None] * span + vectors
+        unique, ids = torch.unique(keys.reshape(-1), return_inverse=True)
+        return ids, unique // span
+    dtype = torch.promote_types(codes.dtype, _code_dtype(k))
+    replicate = torch.arange(k, device=codes.device, dtype=dtype)
+    rows = torch.cat([replicate[:, None, None].expand(k, n, 1), codes.to(dtype)], dim=2)
+    unique, ids = torch.unique(rows.reshape(k * n, -1), dim=0, return_inverse=True)
+    return ids, unique[:, 0].long()
+
+
+def _entropy_by_owner(counts: torch.Tensor, owner: torch.Tensor, k: int, n: int) -> torch.Tensor:
+    """Entropies in bits (K,) of K distributions of n samples each, given as counts (S, M)
+    whose row s belongs to distribution owner[s]."""
+    p = counts.double() / n
+    terms = -torch.special.xlogy(p, p).sum(dim=1) / _LN2  # (S,)
+    return torch.zeros(k, dtype=terms.dtype, device=terms.device).index_add_(0, owner, terms)
 
 
 def mi_adaptive_binned(
@@ -118,10 +198,15 @@ def mi_adaptive_binned(
     sample's whole binned vector one symbol; 0-d tensors on ``t``'s device, NaN for
     activations that are not all finite."""
     t, y = layer_and_labels(t, y)
-    if not all_finite(t):
-        return _undefined(t), _undefined(t)
-    h_t, i_ty = mi_of_codes(equal_mass_codes(t, n_bins), y)
-    return h_t.to(t.dtype), i_ty.to(t.dtype)
+    i_xt, i_ty = replicate_mi_adaptive_binned(t[None], y, n_bins=n_bins)
+    return i_xt[0], i_ty[0]
+
+
+def replicate_mi_adaptive_binned(
+    t: torch.Tensor, y: torch.Tensor, *, n_bins: int = 10
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`mi_adaptive_binned` of K replicates t (K, N, ...) at once: (K,) tensors."""
+    return _replicate_mi(t, y, lambda finite: replicate_equal_mass_codes(finite, n_bins))
 
 
 def mi_binned(
@@ -145,11 +230,33 @@ def mi_binned(
     are not all finite give NaN. Half-precision input is measured in float32.
     """
     t, y = layer_and_labels(t, y)
-    if not all_finite(t):
-        return _undefined(t), _undefined(t)
-    codes = bin_codes(t, n_bins=n_bins, bin_width=bin_width, value_range=value_range)
-    h_t, i_ty = mi_of_codes(codes, y)
-    return h_t.to(t.dtype), i_ty.to(t.dtype)
+    options = {"n_bins": n_bins, "bin_width": bin_width, "value_range": value_range}
+    i_xt, i_ty = replicate_mi_binned(t[None], y, **options)
+    return i_xt[0], i_ty[0]
+
+
+def replicate_mi_binned(
+    t: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    n_bins: int = 30,
+    bin_width: float | None = None,
+    value_range: tuple[float, float] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`mi_binned` of K replicates t (K, N, ...) at once, each binned over its own
+    range: (K,) tensors; a replicate whose activations are not all finite gives NaN."""
+    options = {"n_bins": n_bins, "bin_width": bin_width, "value_range": value_range}
+    return _replicate_mi(t, y, lambda finite: replicate_bin_codes(finite, **options))
+
+
+def _replicate_mi(t: torch.Tensor, y: torch.Tensor, code) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H(T), I(T;Y)) (K,) in t's dtype of replicates t (K, N, ...) binned by ``code``
+    (K, N, D) -> codes; NaN for a replicate that is not all finite (binned as zeros)."""
+    flat, y = replicate_layers(t, y)
+    finite = torch.isfinite(flat).flatten(1).all(dim=1)  # (K,)
+    h_t, i_ty = replicate_mi_of_codes(code(torch.where(finite[:, None, None], flat, 0.0)), y)
+    nan = torch.tensor(math.nan, dtype=flat.dtype, device=flat.device)
+    return tuple(torch.where(finite, v.to(flat.dtype), nan) for v in (h_t, i_ty))
 
 
 def mi_per_unit(
@@ -166,7 +273,7 @@ def mi_per_unit(
     if not all_finite(t):
         return _undefined(t), _undefined(t)
     n_units, n_classes = t.shape[1], class_count(y)
-    codes = _range_codes(t, n_bins, per_unit=True).long()  # (N, K)
+    codes = _range_codes(t, n_bins).long()  # (N, K)
     unit = torch.arange(n_units, device=t.device) * n_bins  # offset of each unit's bins
     h_t = entropy_bits(_histogram(codes + unit, n_units, n_bins))
     joint = codes + unit * n_classes + y[:, None] * n_bins  # (unit, class, bin), row-major

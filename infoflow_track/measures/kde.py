@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from infoflow_track.measures._checks import class_count, layer_and_labels
+from infoflow_track.measures._checks import class_count, layer_and_labels, replicate_layers
 from infoflow_track.measures.binning import entropy_bits
 
 _LN2 = math.log(2.0)
@@ -54,48 +54,66 @@ def mi_kde(
         scratch buffer (one chunk is alive at a time).
     """
     t, y = layer_and_labels(t, y)
+    i_xt, i_ty = replicate_mi_kde(t[None], y, noise_var=noise_var, bound=bound,
+                                  chunk_bytes=chunk_bytes)  # fmt: skip
+    return i_xt[0], i_ty[0]
+
+
+def replicate_mi_kde(
+    t: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    noise_var: float = 0.1,
+    bound: str = "upper",
+    chunk_bytes: int = CHUNK_BYTES,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`mi_kde` of K replicates t (K, N, ...) at once: (K,) tensors, the K distance
+    matrices computed as batched products (``chunk_bytes`` bounds all K chunks together)."""
+    t, y = replicate_layers(t, y)
     if bound not in BOUNDS:
         raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}")
     if not (math.isfinite(noise_var) and noise_var > 0):
         raise ValueError(f"noise_var must be a positive number, got {noise_var}")
-    t = t - t.mean(dim=0)  # distances are the same; |a|^2 + |b|^2 - 2ab loses less precision
-    n = t.shape[0]
+    t = t - t.mean(dim=1, keepdim=True)  # distances unchanged; |a|^2 + |b|^2 - 2ab: precision
+    n = t.shape[1]
     kernel_var = noise_var if bound == "upper" else 4.0 * noise_var
     onehot = F.one_hot(y, class_count(y)).to(t.dtype)  # (N, C)
     log_all, log_same = _log_kernel_sums(t, y, onehot, kernel_var, chunk_bytes)
     h_y = entropy_bits(onehot.sum(dim=0))
-    i_xt = (math.log(n) - log_all.mean()) / _LN2
-    i_ty = h_y + (log_same - log_all).mean() / _LN2
+    i_xt = (math.log(n) - log_all.mean(dim=1)) / _LN2
+    i_ty = h_y + (log_same - log_all).mean(dim=1) / _LN2
     return i_xt.clamp_min(0.0), i_ty.clamp_min(0.0)  # a constant layer: -1e-7 by rounding
 
 
 def _log_kernel_sums(
     t: torch.Tensor, y: torch.Tensor, onehot: torch.Tensor, kernel_var: float, chunk_bytes: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log S_i, log S_i^same class), each (N,), from the Gaussian kernel in row chunks.
+    """(log S_i, log S_i^same class), each (K, N), of replicates t (K, N, D) from the Gaussian
+    kernel in row chunks.
 
     The kernel is symmetric, so each chunk of rows is paired only with itself and later
     columns; the block's transpose feeds the later rows. Half the products and exponentials.
     """
-    n = t.shape[0]
-    rows = max(1, min(n, chunk_bytes // (n * t.element_size())))
-    scaled_norms = (t * t).sum(dim=1) / (2.0 * kernel_var)  # (N,) |t_i|^2 / (2 s)
+    k, n = t.shape[:2]
+    rows = max(1, min(n, chunk_bytes // (k * n * t.element_size())))
+    scaled_norms = (t * t).sum(dim=2) / (2.0 * kernel_var)  # (K, N) |t_i|^2 / (2 s)
     # near and below log(tiny) exp() yields subnormals, many times slower to make and to sum;
     # such terms are < 1e-37 against each row's own term 1, so they are held just above it
     floor = math.log(torch.finfo(t.dtype).tiny) + 1.0
-    sums = torch.zeros_like(onehot)  # (N, C) kernel sums over each class
+    sums = torch.zeros(k, n, onehot.shape[1], dtype=t.dtype, device=t.device)  # per class
     for start in range(0, n, rows):
         stop = min(start + rows, n)
-        # log-kernel -|t_i - t_j|^2 / (2 s) from inner products and norms: (R, N - start)
-        block = torch.addmm(
-            -scaled_norms[None, start:], t[start:stop], t[start:].T, alpha=1 / kernel_var
-        )
-        block.sub_(scaled_norms[start:stop, None]).clamp_(min=floor, max=0.0)
+        # log-kernel -|t_i - t_j|^2 / (2 s) from inner products and norms: (K, R, N - start)
+        block = torch.baddbmm(
+            -scaled_norms[:, None, start:], t[:, start:stop], t[:, start:].transpose(1, 2),
+            alpha=1 / kernel_var,
+        )  # fmt: skip
+        block.sub_(scaled_norms[:, start:stop, None]).clamp_(min=floor, max=0.0)
         diag = torch.arange(stop - start, device=t.device)
-        block[diag, diag] = 0.0  # exact self-distance despite rounding
+        block[:, diag, diag] = 0.0  # exact self-distance despite rounding
         block.exp_()
-        sums[start:stop] += block @ onehot[start:]
-        sums[stop:] += block[:, stop - start :].T @ onehot[start:stop]
-    log_all = sums.sum(dim=1).log()
-    log_same = sums.gather(1, y[:, None]).squeeze(1).log()
+        sums[:, start:stop] += block @ onehot[start:]
+        sums[:, stop:] += block[:, :, stop - start :].transpose(1, 2) @ onehot[start:stop]
+    log_all = sums.sum(dim=2).log()
+    log_same = sums.gather(2, y.expand(k, n)[:, :, None]).squeeze(2).log()
     return log_all, log_same

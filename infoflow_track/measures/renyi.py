@@ -54,17 +54,17 @@ def kernel_width(t: torch.Tensor, *, rule: str = "median", scale: float = 1.0) -
     For ``channels`` kernels pass one channel's maps; the median is over the off-diagonal
     pairs; if they all coincide σ falls back to 1.
     """
+    _check_width(rule, scale)
+    if rule == "fixed":
+        return torch.tensor(scale, dtype=_real(t), device=t.device)
+    return _batched_median_width(_squared_distances(t.reshape(1, t.shape[0], -1)), rule, scale)[0]
+
+
+def _check_width(rule: str, scale: float) -> None:
     if rule not in WIDTH_RULES:
         raise ValueError(f"rule must be one of {WIDTH_RULES}, got {rule!r}")
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive number, got {scale}")
-    if rule == "fixed":
-        return torch.tensor(scale, dtype=_real(t), device=t.device)
-    sq = _squared_distances(t.reshape(t.shape[0], -1))
-    n = sq.shape[0]
-    off = sq[~torch.eye(n, dtype=torch.bool, device=sq.device)]
-    median = _median(off).sqrt() if off.numel() else torch.zeros((), device=t.device)
-    return scale * torch.where(median > 0, median, torch.ones_like(median))
 
 
 def gaussian_gram(t: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
@@ -98,12 +98,13 @@ def channel_gram(
 
 
 def _batched_median_width(sq: torch.Tensor, rule: str, scale: float) -> torch.Tensor:
-    """Per-channel σ from squared distances (k, N, N), as :func:`kernel_width`."""
-    if rule == "fixed":
-        return torch.full((sq.shape[0],), scale, dtype=sq.dtype, device=sq.device)
+    """σ of each of k kernels (channels, replicates) from squared distances (k, N, N), as
+    :func:`kernel_width`: (k,)."""
     n = sq.shape[1]
-    off = sq[:, ~torch.eye(n, dtype=torch.bool, device=sq.device)]  # (k, N(N-1)), N >= 2
-    median = off.median(dim=1).values.sqrt()  # symmetric pairs: the upper median is the same
+    if rule == "fixed" or n < 2:  # one sample: no distance, σ = scale
+        return torch.full((sq.shape[0],), scale, dtype=sq.dtype, device=sq.device)
+    off = sq[:, ~torch.eye(n, dtype=torch.bool, device=sq.device)]  # (k, N(N-1))
+    median = _median(off).sqrt()
     return scale * torch.where(median > 0, median, torch.ones_like(median))
 
 
@@ -167,12 +168,24 @@ def layer_gram(
     """(N, N) Gram matrix of a layer t (N, ...): the tensor kernel, or per-channel kernels
     multiplied (``conv="channels"``, maps (N, C, ...) only; flat layers use the tensor
     kernel). Computed in float32 or wider."""
+    return replicate_layer_grams(t[None], rule=rule, scale=scale, conv=conv)[0]
+
+
+def replicate_layer_grams(
+    t: torch.Tensor, *, rule: str = "median", scale: float = 1.0, conv: str = "tensor"
+) -> torch.Tensor:
+    """:func:`layer_gram` of K replicates t (K, N, ...) at once: (K, N, N), each with its own
+    width. The tensor kernel is one batched product; per-channel kernels are made per
+    replicate."""
     if conv not in CONV_KERNELS:
         raise ValueError(f"conv must be one of {CONV_KERNELS}, got {conv!r}")
     t = t.float() if t.element_size() < 4 else t
-    if conv == "channels" and t.dim() >= 3:
-        return channel_gram(t, rule=rule, scale=scale)
-    return gaussian_gram(t, kernel_width(t, rule=rule, scale=scale))
+    if conv == "channels" and t.dim() >= 4:
+        return torch.stack([channel_gram(r, rule=rule, scale=scale) for r in t])
+    _check_width(rule, scale)
+    sq = _squared_distances(t.reshape(t.shape[0], t.shape[1], -1))  # (K, N, N)
+    widths = _batched_median_width(sq, rule, scale)
+    return torch.exp(-sq / (2.0 * widths[:, None, None] ** 2))
 
 
 def _check_alpha(alpha: float) -> None:

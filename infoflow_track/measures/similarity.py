@@ -17,6 +17,8 @@ import torch
 from infoflow_track.measures._checks import paired
 
 KERNELS = ("linear", "rbf")
+#: Total width of representations up to which a biased CKA matrix is one Gram product.
+BLOCK_FEATURES = 512
 
 
 def cka(
@@ -66,18 +68,51 @@ def cka_matrix(
     """
     same = ys is None
     checked = [paired(xs[0], t)[1] for t in [*xs, *(ys or [])]]  # (N, D) each
-    xs = [linear_features(x) for x in checked[: len(xs)]]
-    ys = xs if same else [linear_features(y) for y in checked[len(xs) :]]
-    self_x = torch.stack([_linear_hsic(x, x, debiased) for x in xs])
-    self_y = self_x if same else torch.stack([_linear_hsic(y, y, debiased) for y in ys])
-    cross = torch.empty(len(xs), len(ys), dtype=self_x.dtype, device=self_x.device)
+    feats = [linear_features(x) for x in checked]
+    return feature_cka_matrix(feats[: len(xs)], None if same else feats[len(xs) :],
+                              debiased=debiased)  # fmt: skip
+
+
+def feature_cka_matrix(
+    xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor] | None = None, *, debiased=False
+) -> torch.Tensor:
+    """:func:`cka_matrix` of representations already in :func:`linear_features` form, each
+    (..., N, d) with the same leading (replicate) dimensions: (..., Lx, Ly), every replicate's
+    matrix from batched products."""
+    if not debiased and sum(t.shape[-1] for t in [*xs, *(ys or [])]) <= BLOCK_FEATURES:
+        return _block_cka_matrix(xs, ys)
+    same = ys is None
+    ys = xs if same else ys
+    self_x = torch.stack([_linear_hsic(x, x, debiased) for x in xs], dim=-1)  # (..., Lx)
+    self_y = self_x if same else torch.stack([_linear_hsic(y, y, debiased) for y in ys], -1)
+    cross = torch.empty(*self_x.shape, len(ys), dtype=self_x.dtype, device=self_x.device)
     for i, x in enumerate(xs):
         for j, y in enumerate(ys):
             if same and j < i:
-                cross[i, j] = cross[j, i]  # symmetric: each pair once
+                cross[..., i, j] = cross[..., j, i]  # symmetric: each pair once
+            elif same and i == j:
+                cross[..., i, j] = self_x[..., i]
             else:
-                cross[i, j] = self_x[i] if same and i == j else _linear_hsic(x, y, debiased)
-    return cross / (self_x[:, None] * self_y[None, :]).sqrt()
+                cross[..., i, j] = _linear_hsic(x, y, debiased)
+    return cross / (self_x[..., :, None] * self_y[..., None, :]).sqrt()
+
+
+def _block_cka_matrix(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor] | None
+                      ) -> torch.Tensor:  # fmt: skip
+    """Biased linear CKA of narrow representations from one product: all features side by
+    side F (..., N, F), the Gram G = F^T F (..., F, F), and HSIC_ij = |G_ij|_F^2 summed over
+    each pair of blocks by an indicator matrix P (F, L): P^T (G∘G) P; float64."""
+    groups = [*xs, *(ys or [])]
+    features = torch.cat(groups, dim=-1).double()  # narrow: float64 costs little, sums of N
+    gram = features.transpose(-1, -2) @ features
+    widths = torch.tensor([g.shape[-1] for g in groups], device=features.device)
+    owner = torch.repeat_interleave(torch.arange(len(groups), device=features.device), widths)
+    blocks = torch.nn.functional.one_hot(owner, len(groups)).to(gram.dtype)  # (F, L)
+    hsic = blocks.T @ gram.square() @ blocks
+    hsic = (hsic + hsic.transpose(-1, -2)) / 2  # exactly symmetric
+    self_terms = hsic.diagonal(dim1=-2, dim2=-1)
+    matrix = hsic / (self_terms[..., :, None] * self_terms[..., None, :]).sqrt()
+    return matrix if ys is None else matrix[..., : len(xs), len(xs) :]
 
 
 def rbf_gram(x: torch.Tensor, sigma_frac: float = 1.0) -> torch.Tensor:
@@ -166,16 +201,17 @@ def linear_features(x: torch.Tensor) -> torch.Tensor:
 
 
 def _linear_hsic(x: torch.Tensor, y: torch.Tensor, debiased: bool) -> torch.Tensor:
-    """HSIC of the linear kernels of x (N, d1), y (N, d2) (see :func:`linear_features`),
-    without forming N x N matrices."""
-    n = x.shape[0]
-    trace = (x.T @ y).square().sum()  # <X X^T, Y Y^T>_F = |X^T Y|_F^2
+    """HSIC of the linear kernels of x (..., N, d1), y (..., N, d2) (see
+    :func:`linear_features`), without forming N x N matrices: (...) values."""
+    n = x.shape[-2]
+    trace = (x.transpose(-1, -2) @ y).square().sum(dim=(-2, -1))  # |X^T Y|_F^2
     if not debiased:
         return trace
-    x_sq, y_sq = (x * x).sum(dim=1), (y * y).sum(dim=1)  # Gram diagonals (N,)
-    x_rows = x @ x.sum(dim=0) - x_sq  # row sums of the zero-diagonal Gram (N,)
-    y_rows = y @ y.sum(dim=0) - y_sq
-    return _unbiased(trace - x_sq @ y_sq, x_rows.sum(), y_rows.sum(), x_rows @ y_rows, n)
+    x_sq, y_sq = (x * x).sum(dim=-1), (y * y).sum(dim=-1)  # Gram diagonals (..., N)
+    x_rows = (x @ x.sum(dim=-2)[..., None]).squeeze(-1) - x_sq  # zero-diagonal row sums
+    y_rows = (y @ y.sum(dim=-2)[..., None]).squeeze(-1) - y_sq
+    return _unbiased(trace - (x_sq * y_sq).sum(-1), x_rows.sum(-1), y_rows.sum(-1),
+                     (x_rows * y_rows).sum(-1), n)  # fmt: skip
 
 
 def _unbiased(trace, k_sum, l_sum, rows_dot, n: int) -> torch.Tensor:
@@ -184,16 +220,17 @@ def _unbiased(trace, k_sum, l_sum, rows_dot, n: int) -> torch.Tensor:
 
 
 def _squared_distances(x: torch.Tensor) -> torch.Tensor:
-    sq = (x * x).sum(dim=1)
-    return (sq[:, None] + sq[None, :] - 2.0 * x @ x.T).clamp_min_(0.0)
+    """(..., N, N) squared distances between the rows of x (..., N, d)."""
+    sq = (x * x).sum(dim=-1)
+    return (sq[..., :, None] + sq[..., None, :] - 2.0 * x @ x.transpose(-1, -2)).clamp_min_(0.0)
 
 
 def _median(values: torch.Tensor) -> torch.Tensor:
-    """The median of a 1-D tensor, the mean of the two middle values for an even count
-    (as ``numpy.median``; ``torch.median`` returns the lower one)."""
-    n = values.numel()
-    upper = values.kthvalue(n // 2 + 1).values
-    return upper if n % 2 else (upper + values.kthvalue(n // 2).values) / 2
+    """The median along the last axis, (..., M) -> (...), the mean of the two middle values
+    for an even count (as ``numpy.median``; ``torch.median`` returns the lower one)."""
+    n = values.shape[-1]
+    upper = values.kthvalue(n // 2 + 1, dim=-1).values
+    return upper if n % 2 else (upper + values.kthvalue(n // 2, dim=-1).values) / 2
 
 
 def _double_centred(k: torch.Tensor) -> torch.Tensor:

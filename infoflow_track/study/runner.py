@@ -26,15 +26,18 @@ from typing import Any
 
 from infoflow_track.errors import UserError, choices_text
 from infoflow_track.estimators import option_params
+from infoflow_track.figures import draw_logged_figures
 from infoflow_track.hparams import parse_config
 from infoflow_track.registry import get_entry
 from infoflow_track.study.algorithms import make_pruner, make_sampler
+from infoflow_track.study.report import BEST_SHOWN
 from infoflow_track.study.spec import StudySpec
 from infoflow_track.study.storage import (
     ABANDONED_ATTR,
     IDENTITY_ATTR,
     PARENT_ATTR,
     PARENT_KEY_ATTR,
+    RUN_ID_ATTR,
     StorageRef,
     claim,
     locked,
@@ -185,7 +188,7 @@ def _parent_run(study: Any, spec: StudySpec, ref: StorageRef, tracker: Tracker, 
     tags = {"infoflow.study": spec.name, "infoflow.plugin": spec.plugin,
             "infoflow.sampler": spec.sampler.describe(), "infoflow.pruner": spec.pruner.describe(),
             "infoflow.storage": ref.shown, "infoflow.n_trials": str(spec.n_trials),
-            "infoflow.objectives": ", ".join(f"{o.metric} ({o.direction})"
+            "infoflow.objectives": ", ".join(f"{o.label} ({o.direction})"
                                              for o in spec.objectives),
             "mlflow.note.content": spec.description}  # fmt: skip
     run_id = study.user_attrs.get(PARENT_ATTR)
@@ -234,6 +237,8 @@ def run_study(
             work(job, 0, echo)
         else:
             _run_processes(job, workers, echo)
+        if spec.figures == "best":
+            draw_best_figures(study, tracker)
         status = "FINISHED"
     finally:
         with locked(ref):  # trials of workers that died
@@ -242,6 +247,19 @@ def run_study(
             echo(f"released trials {released} of workers that ended without finishing them")
         tracker.run(parent_run_id).end(status)
     return tally(study)
+
+
+def draw_best_figures(study: Any, tracker: Tracker) -> None:
+    """Draw the figures of the study's best complete trials (the Pareto front, at most
+    BEST_SHOWN, for several objectives) on their runs, where they are not drawn yet."""
+    try:
+        best = study.best_trials if len(study.directions) > 1 else [study.best_trial]
+    except ValueError:  # no complete trial
+        return
+    for trial in best[:BEST_SHOWN]:
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if tracker.experiment_of(run_id) is not None:
+            draw_logged_figures(tracker, run_id)
 
 
 class StopRequest:
@@ -384,7 +402,7 @@ def progress_line(outcome: TrialOutcome, study: Any, spec: StudySpec) -> str:
     counts = tally(study)
     if outcome.values is not None:
         pairs = zip(spec.objectives, outcome.values, strict=True)
-        result = "  ".join(f"{o.metric} {v:.4f}" for o, v in pairs)
+        result = "  ".join(f"{o.label} {v:.4f}" for o, v in pairs)
     else:
         result = outcome.detail[:120]
     return (

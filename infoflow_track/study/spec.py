@@ -6,6 +6,7 @@
     plugin = "mlp"
     n_trials = 6                   # the study's total budget of finished trials
     timeout = 900                  # optional: seconds after which no new trial starts
+    figures = "best"               # PNGs of the best trials, drawn once all are done; or "all"
 
     [settings]                     # run settings (see `infoflow run --help`)
     dataset = "digits"
@@ -24,6 +25,7 @@
     [objective]                    # or several [[objective]] tables (multi-objective)
     metric = "acc/test"            # any metric the run logs, value at the last epoch
     direction = "maximize"
+    statistic = "mean"             # with replicates: mean, or lower / upper end of its 95% CI
 
     [sampler]                      # tpe, random, grid, cmaes, gp, nsga2 (+ Optuna options)
     type = "tpe"
@@ -53,17 +55,36 @@ from infoflow_track.settings import RunSettings, settings_from, split_assignment
 from infoflow_track.study.algorithms import Algorithm, check_algorithms, parse_algorithm
 from infoflow_track.study.space import Dimension, check_space, grid
 
-TOP_LEVEL_KEYS = ("name", "description", "plugin", "n_trials", "timeout", "settings",
-                  "estimator", "fixed", "search", "objective", "sampler", "pruner")  # fmt: skip
+TOP_LEVEL_KEYS = ("name", "description", "plugin", "n_trials", "timeout", "figures",
+                  "settings", "estimator", "fixed", "search", "objective", "sampler",
+                  "pruner")  # fmt: skip
+#: Which trials draw their figures: the best (once the study's trials are done) or every one.
+FIGURES = ("best", "all")
 DIRECTIONS = ("maximize", "minimize")
 MAX_TRIALS = 100_000
 DEFAULT_OBJECTIVE = {"metric": "acc/test", "direction": "maximize"}
+
+
+#: What of an objective's metric a trial is worth: its mean over the replicates, or the low or
+#: high end of its 95% interval (see :func:`infoflow_track.replicates.bound`).
+STATISTICS = ("mean", "lower", "upper")
 
 
 @dataclass(frozen=True)
 class Objective:
     metric: str  # a metric key the run logs, e.g. acc/test or mi_xt/hidden1
     direction: str  # maximize | minimize
+    statistic: str = "mean"  # mean | lower | upper
+
+    @property
+    def label(self) -> str:
+        """``acc/test``, or ``acc/test (lower 95%)`` for a bound."""
+        return self.metric if self.statistic == "mean" else f"{self.metric} ({self.statistic} 95%)"
+
+    def identity(self) -> list[str]:
+        """[metric, direction] and the statistic unless it is the mean (older studies)."""
+        base = [self.metric, self.direction]
+        return base if self.statistic == "mean" else [*base, self.statistic]
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,7 @@ class StudySpec:
     path: Path  # the spec file
     text: str  # its text, kept as an artifact of the study
     description: str = ""  # shown on the parent run in the MLflow UI
+    figures: str = "best"  # see FIGURES
 
     @property
     def directions(self) -> list[str]:
@@ -102,7 +124,7 @@ class StudySpec:
             "estimators": {k: dict(v) for k, v in self.estimator_options.items()},
             "fixed": {k: format_value(v) for k, v in sorted(self.fixed.items())},
             "search": {k: d.as_dict() for k, d in sorted(self.search.items())},
-            "objectives": [[o.metric, o.direction] for o in self.objectives],
+            "objectives": [o.identity() for o in self.objectives],
         }
 
 
@@ -207,6 +229,11 @@ def parse_spec(
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise UserError(f"'description' in {where} must be text")
+    figures = raw.get("figures", "best")
+    if figures not in FIGURES:
+        raise UserError(
+            f"invalid figures {figures!r} in {where}: valid are {choices_text(FIGURES)}"
+        )
     plugin_name = raw.get("plugin")
     if not isinstance(plugin_name, str):
         raise UserError(f"'plugin' in {where} is missing: name a plugin, e.g. plugin = \"mlp\"")
@@ -237,6 +264,13 @@ def parse_spec(
         raise UserError(f"nothing to search in {where}: every hyperparameter is fixed")
 
     objectives = _objectives(raw.get("objective", DEFAULT_OBJECTIVE), plugin_cls, where)
+    bounded = [o for o in objectives if o.statistic != "mean"]
+    if bounded and settings.replicates < 2:
+        raise UserError(
+            f"objective {bounded[0].metric} in {where} takes statistic {bounded[0].statistic!r}, "
+            f"which needs replicates: set replicates >= 2 in [settings] (it is "
+            f"{settings.replicates})"
+        )
     sampler = parse_algorithm(raw.get("sampler"), "sampler", "tpe")
     pruner = parse_algorithm(raw.get("pruner"), "pruner", "none")
     check_algorithms(sampler, pruner, len(objectives))
@@ -245,7 +279,7 @@ def parse_spec(
         name=study_name, plugin=plugin_name, settings=settings,
         estimator_options=estimator_options, fixed=fixed, search=search,
         objectives=objectives, sampler=sampler, pruner=pruner, n_trials=1, timeout=None,
-        path=path, text=text, description=description,
+        path=path, text=text, description=description, figures=figures,
     )  # fmt: skip
     points = spec.grid()
     grid_size = None if points is None else math.prod(len(v) for v in points.values())
@@ -303,9 +337,12 @@ def _objectives(raw: Any, plugin_cls: Any, where: str) -> tuple[Objective, ...]:
     named = (*EPOCH_METRICS, *plugin_cls.epoch_metrics)
     out = []
     for item in items:
-        if not isinstance(item, Mapping) or set(item) - {"metric", "direction"}:
-            raise UserError(f"[objective] in {where} takes only 'metric' and 'direction'")
+        if not isinstance(item, Mapping) or set(item) - {"metric", "direction", "statistic"}:
+            raise UserError(
+                f"[objective] in {where} takes only 'metric', 'direction' and 'statistic'"
+            )
         metric, direction = item.get("metric"), item.get("direction", "maximize")
+        statistic = item.get("statistic", "mean")
         if not isinstance(metric, str) or not (metric in named or LAYER_KEY.fullmatch(metric)):
             raise UserError(
                 f"invalid objective metric {metric!r} in {where}: valid are "
@@ -317,7 +354,12 @@ def _objectives(raw: Any, plugin_cls: Any, where: str) -> tuple[Objective, ...]:
                 f"invalid direction {direction!r} of objective {metric} in {where}: valid are "
                 f"{choices_text(DIRECTIONS)}"
             )
-        out.append(Objective(metric, direction))
+        if statistic not in STATISTICS:
+            raise UserError(
+                f"invalid statistic {statistic!r} of objective {metric} in {where}: valid are "
+                f"{choices_text(STATISTICS)}"
+            )
+        out.append(Objective(metric, direction, statistic))
     if not out or len({o.metric for o in out}) != len(out):
         raise UserError(f"[objective] in {where} needs distinct metrics, at least one")
     return tuple(out)

@@ -20,8 +20,9 @@ from infoflow_track.engine import EpochListener, StopEarly
 from infoflow_track.experiment import execute_run, plan_run, saturated_text
 from infoflow_track.hparams import format_value
 from infoflow_track.names import ERROR_TAG, STUDY_TAG, TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
+from infoflow_track.replicates import bound
 from infoflow_track.settings import RunSettings
-from infoflow_track.study.spec import StudySpec
+from infoflow_track.study.spec import Objective, StudySpec
 from infoflow_track.study.storage import ERROR_ATTR, RUN_ID_ATTR, SATURATED_ATTR, heartbeat
 from infoflow_track.tracking import RunLogger, Tracker, is_disk_full
 
@@ -37,20 +38,22 @@ class TrialOutcome:
 
 
 class ObjectiveReporter:
-    """Epoch listener: reports the objective to the trial and stops a trial the pruner
-    prunes (single objective only; Optuna prunes on one value)."""
+    """Epoch listener: reports the objective (its statistic over the replicates) to the
+    trial and stops a trial the pruner prunes (single objective only; Optuna prunes on one
+    value)."""
 
-    def __init__(self, trial: Any, metric: str | None) -> None:
+    def __init__(self, trial: Any, objective: Objective | None) -> None:
         self.trial = trial
-        self.metric = metric
+        self.objective = objective
 
     def __call__(self, step: int, metrics: Mapping[str, float]) -> None:
-        value = metrics.get(self.metric) if self.metric else None
+        o = self.objective
+        value = bound(metrics, o.metric, o.statistic) if o else None
         if value is None or not math.isfinite(value):
             return
         self.trial.report(value, step)
         if self.trial.should_prune():
-            raise StopEarly(f"pruned at epoch {step}: {self.metric} = {value:.4g}")
+            raise StopEarly(f"pruned at epoch {step}: {o.label} = {value:.4g}")
 
 
 def run_trial(
@@ -82,7 +85,7 @@ def run_trial(
         runs.append(run)
         trial.set_user_attr(RUN_ID_ATTR, run.run_id)
 
-    single = spec.objectives[0].metric if len(spec.objectives) == 1 else None
+    single = spec.objectives[0] if len(spec.objectives) == 1 else None
     try:
         with heartbeat(storage, trial._trial_id):  # Trial has no public id; Optuna uses this
             plan = plan_run(spec.plugin, overrides, settings or spec.settings,
@@ -91,6 +94,7 @@ def run_trial(
                 plan, tracker, experiment=spec.name, run_name=run_name,
                 parent_run_id=parent_run_id, tags=tags, on_start=on_start,
                 listeners=[ObjectiveReporter(trial, single), *listeners],
+                figures=spec.figures == "all",  # else the best, once all trials are done
             )  # fmt: skip
     except Exception as exc:
         if is_disk_full(exc):  # not the trial's fault: the study stops, the trial is retried
@@ -104,14 +108,14 @@ def run_trial(
                                warnings=result.warnings)  # fmt: skip
     if result.stopped:
         return finish(TrialState.PRUNED, None, result.stopped)
-    values = [result.metrics.get(o.metric) for o in spec.objectives]
+    values = [bound(result.metrics, o.metric, o.statistic) for o in spec.objectives]
     for objective, value in zip(spec.objectives, values, strict=True):
         if value is None:
             logged = ", ".join(sorted(result.metrics))
-            error = f"objective {objective.metric} was not logged (logged: {logged})"
+            error = f"objective {objective.label} was not logged (logged: {logged})"
             return finish(TrialState.FAIL, None, error)
         if not math.isfinite(value):
-            return finish(TrialState.FAIL, None, f"objective {objective.metric} is {value}")
+            return finish(TrialState.FAIL, None, f"objective {objective.label} is {value}")
     return finish(TrialState.COMPLETE, values, "")
 
 

@@ -1,0 +1,228 @@
+"""K replicates of one model as one packed ensemble, and the single model seen as K = 1.
+
+:class:`Members` is what the engine and the probe evaluate: ``logits(x)`` -> (K, N, C) and
+``intermediates(x)`` -> (logits, {layer: (K, N, ...)}) for x (N, ...) shared by the K members.
+:class:`Single` wraps one ``nn.Module`` (K = 1). :class:`PackedEnsemble` stacks the
+parameters of K models of one architecture, (K, ...) each (``torch.func.stack_module_state``),
+and evaluates all K in one vectorised call (``vmap`` over ``functional_call``).
+
+:func:`fit_packed` trains a packed ensemble exactly as :func:`~infoflow_track.plugin.
+fit_backprop` trains each member: batches from each member's own seeded generator, the
+plugin's training step differentiated per member (``vmap(grad(...))``) and one step of the
+plugin's optimizer, built over a module holding the stacked parameters. An optimizer whose
+update is elementwise (Adam, SGD, ...) steps each member as its own optimizer would.
+:func:`pack` packs K models, or says why they cannot be packed (the plugin's own ``fit``,
+buffers such as batch-norm statistics, an optimizer that mixes elements, a training step
+that cannot be vectorised).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, stack_module_state, vmap
+
+from infoflow_track.plugin import Plugin
+
+if TYPE_CHECKING:
+    from infoflow_track.plugin import RunContext
+
+_CHUNK = 8192  # samples per vectorised forward pass
+#: Optimizers whose update of each element depends on that element's history alone.
+ELEMENTWISE_OPTIMIZERS = (
+    torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop,
+    torch.optim.Adagrad, torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam,
+)  # fmt: skip
+
+
+class Members:
+    """K models evaluated together; see the module docstring."""
+
+    size: int
+    training: bool
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, ...) -> (K, N, C), in the members' current mode."""
+        raise NotImplementedError
+
+    def intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """x (N, ...) -> (logits (K, N, C), {layer: (K, N, ...)})."""
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> Members:
+        raise NotImplementedError
+
+    def eval(self) -> Members:
+        return self.train(False)
+
+
+class Single(Members):
+    """One ``nn.Module`` as members, K = 1."""
+
+    size = 1
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    @property
+    def training(self) -> bool:
+        return self.model.training
+
+    def train(self, mode: bool = True) -> Single:
+        self.model.train(mode)
+        return self
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[None]
+
+    def intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits, layers = self.model.forward_intermediates(x)
+        return logits[None], {name: act[None] for name, act in layers.items()}
+
+
+def as_members(model: nn.Module | Members) -> Members:
+    """``model`` itself if it is members already, else :class:`Single` of it."""
+    return model if isinstance(model, Members) else Single(model)
+
+
+class _Intermediates(nn.Module):
+    """``forward`` of a wrapped model's ``forward_intermediates`` (for ``functional_call``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model.forward_intermediates(x)
+
+
+class _TrainingStep(nn.Module):
+    """``forward(x, y)``: the plugin's scalar training loss of the wrapped model."""
+
+    def __init__(self, plugin: Plugin, model: nn.Module, config: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.plugin, self.config = plugin, config
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.plugin.training_step(self.model, x, y, self.config)
+
+
+class PackedEnsemble(Members):
+    """K models of one architecture with stacked parameters and buffers (K, ...).
+
+    ``module`` is a copy of the architecture whose parameters are the stacked ones: build an
+    optimizer over it as over one model, and its parameter groups hold all K members.
+    """
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        params, buffers = stack_module_state(list(models))
+        self.size = len(models)
+        self.module = copy.deepcopy(models[0])
+        trainable = {name: p.requires_grad for name, p in models[0].named_parameters()}
+        for name, value in params.items():
+            owner, _, attr = name.rpartition(".")
+            stacked = nn.Parameter(value.detach(), requires_grad=trainable[name])
+            setattr(self.module.get_submodule(owner), attr, stacked)
+        self.params = dict(self.module.named_parameters())
+        self.buffers = buffers
+        self._forward = _Intermediates(self.module)
+        self.optimizer: torch.optim.Optimizer | None = None  # set by pack()
+        self.gradients: Any = None
+
+    @property
+    def training(self) -> bool:
+        return self.module.training
+
+    def train(self, mode: bool = True) -> PackedEnsemble:
+        self.module.train(mode)
+        return self
+
+    def state(self, prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The stacked parameters (detached) and buffers, names prefixed for a wrapper."""
+        params = {prefix + k: v.detach() for k, v in self.params.items()}
+        return params, {prefix + k: v for k, v in self.buffers.items()}
+
+    def intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        params, buffers = self.state("model.")
+
+        def one(p: dict, b: dict, chunk: torch.Tensor) -> Any:
+            return functional_call(self._forward, {**p, **b}, (chunk,))
+
+        parts = [vmap(one, in_dims=(0, 0, None))(params, buffers, x[start : start + _CHUNK])
+                 for start in range(0, x.shape[0], _CHUNK)]  # fmt: skip
+        logits = torch.cat([p[0] for p in parts], dim=1)
+        layers = {name: torch.cat([p[1][name] for p in parts], dim=1) for name in parts[0][1]}
+        return logits, layers
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.intermediates(x)[0]
+
+
+def pack(plugin: Plugin, models: Sequence[nn.Module], config: Any, x: torch.Tensor,
+         y: torch.Tensor) -> PackedEnsemble | str:  # fmt: skip
+    """``models`` (K of one plugin, built with their seeds) packed with the plugin's optimizer,
+    ready for :func:`fit_packed`; or why they cannot be: the plugin's own ``fit``, buffers
+    (e.g. batch-norm statistics), an optimizer that mixes elements, or a training step that
+    cannot be vectorised (tried on the training samples x (2, ...), y (2,))."""
+    if type(plugin).fit is not Plugin.fit:
+        return f"{type(plugin).__name__} trains by its own fit()"
+    shapes = {(type(m), tuple((n, p.shape) for n, p in m.named_parameters())) for m in models}
+    if len(shapes) > 1:
+        return "the replicates' models differ in class or parameter shapes"
+    buffers = [name for name, _ in models[0].named_buffers()]
+    if buffers:
+        return f"the model keeps buffers ({', '.join(buffers[:3])}), e.g. batch-norm statistics"
+    packed = PackedEnsemble(models)
+    optimizer = plugin.configure_optimizer(packed.module, config)
+    if type(optimizer) not in ELEMENTWISE_OPTIMIZERS:
+        return f"its optimizer {type(optimizer).__name__} is not known to update elementwise"
+    gradients = member_gradients(plugin, packed, config)
+    k = packed.size
+    try:
+        gradients(*packed.state("model."), x.expand(k, *x.shape), y.expand(k, *y.shape))
+    except Exception as exc:  # vmap refuses data-dependent control flow, random ops, ...
+        return f"its training step cannot be vectorised ({type(exc).__name__}: {exc})"[:400]
+    packed.optimizer, packed.gradients = optimizer, gradients
+    return packed
+
+
+def member_gradients(plugin: Plugin, packed: PackedEnsemble, config: Any):
+    """(params, buffers, x (K, B, ...), y (K, B)) -> {name: gradient (K, ...)}: each member's
+    gradient of the plugin's loss on its own batch."""
+    step = _TrainingStep(plugin, packed.module, config)
+
+    def loss(params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return functional_call(step, {**params, **buffers}, (x, y))
+
+    return vmap(grad(loss), in_dims=(0, 0, 0, 0))
+
+
+def member_batches(ctx: RunContext, generators: Sequence[torch.Generator]):
+    """One epoch of batches for K members: (x (K, B, ...), y (K, B)), member k's order drawn
+    from its own generator exactly as :meth:`RunContext.batches` draws a single run's."""
+    n = ctx.data.y_train.shape[0]
+    size = ctx.settings.batch_size
+    orders = torch.stack([torch.randperm(n, device=ctx.device, generator=g) for g in generators])
+    for start in range(0, n, size):
+        idx = orders[:, start : start + size]
+        yield ctx.data.x_train[idx], ctx.data.y_train[idx]
+
+
+def fit_packed(packed: PackedEnsemble, ctx: RunContext, generators: Sequence[torch.Generator]
+               ) -> None:  # fmt: skip
+    """:func:`~infoflow_track.plugin.fit_backprop` for all K members at once, member k's
+    batches drawn from ``generators[k]``; ``packed`` comes from :func:`pack`."""
+    for _ in range(ctx.epochs):
+        packed.train()
+        for x, y in member_batches(ctx, generators):
+            grads = packed.gradients(*packed.state("model."), x, y)
+            for name, p in packed.params.items():
+                if p.requires_grad:
+                    p.grad = grads["model." + name]
+            packed.optimizer.step()
+        ctx.end_epoch(packed)
