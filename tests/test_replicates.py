@@ -85,6 +85,7 @@ def _history(plugin: str, seed: int, replicates: int, mi: str = "binning,renyi")
     return result.history
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("plugin", ["mlp", "bottleneck-mlp", "two-timescale"])
 def test_replicate_k_of_a_packed_run_is_the_single_run_with_seed_k(plugin: str) -> None:
     from infoflow_track.ensemble import PackedEnsemble  # noqa: F401  (packing is the point)
@@ -194,6 +195,7 @@ def _execute(tmp_path: Path, plugin, **settings):
     return plan, tracker, lambda: execute_run(plan, tracker, experiment="reps")
 
 
+@pytest.mark.slow
 def test_a_run_of_replicates_logs_means_spreads_a_table_and_figures(tmp_path: Path) -> None:
     import pandas as pd
     from mlflow.tracking import MlflowClient
@@ -225,6 +227,7 @@ def test_a_run_of_replicates_logs_means_spreads_a_table_and_figures(tmp_path: Pa
     assert [a.path for a in client.list_artifacts(result.run_id, "cka")] == ["cka/matrices.json"]
 
 
+@pytest.mark.slow
 def test_a_model_that_cannot_be_packed_trains_its_replicates_in_turn_and_says_so(
     tmp_path: Path,
 ) -> None:
@@ -252,6 +255,7 @@ def test_a_model_that_cannot_be_packed_trains_its_replicates_in_turn_and_says_so
     assert seed1["acc/test"].tolist() == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_a_diverging_replicate_fails_the_run_naming_its_seed(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -264,6 +268,7 @@ def test_a_diverging_replicate_fails_the_run_naming_its_seed(tmp_path: Path) -> 
     assert run.info.status == "FAILED" and "seed 1" in run.data.tags["infoflow.error"]
 
 
+@pytest.mark.slow
 def test_drop_diverged_leaves_the_seed_out_of_the_means(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
