@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/infoflow study quickstart
 	@echo
 	@echo "Runs are in ./mlruns/mlflow.db (one parent run per study, a child run per trial),"
-	@echo "CKA matrices and figures in ./mlruns/artifacts, the Optuna study in ./mlruns/optuna.journal."
+	@echo "every trial's CKA matrices and plane series (figures for the best trials) in ./mlruns/artifacts, the Optuna study in ./mlruns/optuna.journal."
 	@echo "Table of trials:  $(BIN)/infoflow report quickstart"
 	@echo "MLflow UI:        $(BIN)/infoflow ui   then browse http://127.0.0.1:5000"
 
