@@ -120,7 +120,8 @@ def evaluate(model: torch.nn.Module | Members, x: torch.Tensor, y: torch.Tensor
     correct = torch.zeros(members.size, device=x.device, dtype=torch.float64)
     loss = torch.zeros(members.size, device=x.device, dtype=torch.float64)
     for start in range(0, x.shape[0], _EVAL_CHUNK):
-        logits = members.logits(x[start : start + _EVAL_CHUNK]).float()  # (K, B, C)
+        # (K, B, C); packed members give a transposed layout, which argmax reads slowly
+        logits = members.logits(x[start : start + _EVAL_CHUNK]).float().contiguous()
         target = y[start : start + _EVAL_CHUNK].expand(logits.shape[:2])
         losses = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (K, B)
         loss += losses.sum(dim=1)

@@ -4,13 +4,16 @@
 ``intermediates(x)`` -> (logits, {layer: (K, N, ...)}) for x (N, ...) shared by the K members.
 :class:`Single` wraps one ``nn.Module`` (K = 1). :class:`PackedEnsemble` stacks the
 parameters of K models of one architecture, (K, ...) each (``torch.func.stack_module_state``),
-and evaluates all K in one vectorised call (``vmap`` over ``functional_call``).
+and evaluates all K in one vectorised call (``vmap`` over ``functional_call``); its
+``nn.Linear`` layers compute W x^T, keeping each member's activations (width, N) in memory,
+which batched products over thin layers run several times faster than (N, width).
 
 :func:`fit_packed` trains a packed ensemble exactly as :func:`~infoflow_track.plugin.
 fit_backprop` trains each member: batches from each member's own seeded generator, the
-plugin's training step differentiated per member (``vmap(grad(...))``) and one step of the
-plugin's optimizer, built over a module holding the stacked parameters. An optimizer whose
-update is elementwise (Adam, SGD, ...) steps each member as its own optimizer would.
+plugin's training loss of every member in one vectorised call (``vmap``), one backward pass
+of their sum (the members share no parameter, so each gets its own loss's gradient) and one
+step of the plugin's optimizer, built over a module holding the stacked parameters. An
+optimizer whose update is elementwise (Adam, SGD, ...) steps each member as its own would.
 :func:`pack` packs K models, or says why they cannot be packed (the plugin's own ``fit``,
 buffers such as batch-norm statistics, an optimizer that mixes elements, a training step
 that cannot be vectorised).
@@ -23,8 +26,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, stack_module_state, vmap
+from torch.func import functional_call, stack_module_state, vmap
 
 from infoflow_track.plugin import Plugin
 
@@ -112,6 +116,20 @@ class _TrainingStep(nn.Module):
         return self.plugin.training_step(self.model, x, y, self.config)
 
 
+class _MemberLinear(nn.Linear):
+    """``nn.Linear`` of one packed member, x (N, in) -> (N, out) computed as (W x^T + b)^T:
+    under ``vmap`` the batched product is (K, out, in) @ (K, in, N), whose output runs along
+    the long axis N, instead of (K, N, in) @ (K, in, out); the result is the same to float
+    rounding."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2:
+            return F.linear(x, self.weight, self.bias)
+        if self.bias is None:
+            return (self.weight @ x.mT).mT
+        return torch.addmm(self.bias[:, None], self.weight, x.mT).mT
+
+
 class PackedEnsemble(Members):
     """K models of one architecture with stacked parameters and buffers (K, ...).
 
@@ -123,6 +141,9 @@ class PackedEnsemble(Members):
         params, buffers = stack_module_state(list(models))
         self.size = len(models)
         self.module = copy.deepcopy(models[0])
+        for layer in self.module.modules():
+            if type(layer) is nn.Linear:
+                layer.__class__ = _MemberLinear
         trainable = {name: p.requires_grad for name, p in models[0].named_parameters()}
         for name, value in params.items():
             owner, _, attr = name.rpartition(".")
@@ -132,7 +153,7 @@ class PackedEnsemble(Members):
         self.buffers = buffers
         self._forward = _Intermediates(self.module)
         self.optimizer: torch.optim.Optimizer | None = None  # set by pack()
-        self.gradients: Any = None
+        self.losses: Any = None  # set by pack(): see member_losses
 
     @property
     def training(self) -> bool:
@@ -155,6 +176,8 @@ class PackedEnsemble(Members):
 
         parts = [vmap(one, in_dims=(0, 0, None))(params, buffers, x[start : start + _CHUNK])
                  for start in range(0, x.shape[0], _CHUNK)]  # fmt: skip
+        if len(parts) == 1:
+            return parts[0]
         logits = torch.cat([p[0] for p in parts], dim=1)
         layers = {name: torch.cat([p[1][name] for p in parts], dim=1) for name in parts[0][1]}
         return logits, layers
@@ -181,25 +204,29 @@ def pack(plugin: Plugin, models: Sequence[nn.Module], config: Any, x: torch.Tens
     optimizer = plugin.configure_optimizer(packed.module, config)
     if type(optimizer) not in ELEMENTWISE_OPTIMIZERS:
         return f"its optimizer {type(optimizer).__name__} is not known to update elementwise"
-    gradients = member_gradients(plugin, packed, config)
+    losses = member_losses(plugin, packed, config)
     k = packed.size
     try:
-        gradients(*packed.state("model."), x.expand(k, *x.shape), y.expand(k, *y.shape))
+        torch.autograd.grad(losses(x.expand(k, *x.shape), y.expand(k, *y.shape)).sum(),
+                            [p for p in packed.params.values() if p.requires_grad])  # fmt: skip
     except Exception as exc:  # vmap refuses data-dependent control flow, random ops, ...
         return f"its training step cannot be vectorised ({type(exc).__name__}: {exc})"[:400]
-    packed.optimizer, packed.gradients = optimizer, gradients
+    packed.optimizer, packed.losses = optimizer, losses
     return packed
 
 
-def member_gradients(plugin: Plugin, packed: PackedEnsemble, config: Any):
-    """(params, buffers, x (K, B, ...), y (K, B)) -> {name: gradient (K, ...)}: each member's
-    gradient of the plugin's loss on its own batch."""
+def member_losses(plugin: Plugin, packed: PackedEnsemble, config: Any):
+    """(x (K, B, ...), y (K, B)) -> (K,): each member's training loss (the plugin's
+    ``training_step``) on its own batch, differentiable in the stacked parameters."""
     step = _TrainingStep(plugin, packed.module, config)
+    params = {"model." + name: p for name, p in packed.params.items()}
+    buffers = {"model." + name: b for name, b in packed.buffers.items()}
 
     def loss(params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return functional_call(step, {**params, **buffers}, (x, y))
 
-    return vmap(grad(loss), in_dims=(0, 0, 0, 0))
+    batched = vmap(loss, in_dims=(0, 0, 0, 0))
+    return lambda x, y: batched(params, buffers, x, y)
 
 
 def member_batches(ctx: RunContext, generators: Sequence[torch.Generator]):
@@ -220,9 +247,7 @@ def fit_packed(packed: PackedEnsemble, ctx: RunContext, generators: Sequence[tor
     for _ in range(ctx.epochs):
         packed.train()
         for x, y in member_batches(ctx, generators):
-            grads = packed.gradients(*packed.state("model."), x, y)
-            for name, p in packed.params.items():
-                if p.requires_grad:
-                    p.grad = grads["model." + name]
+            packed.optimizer.zero_grad(set_to_none=True)
+            packed.losses(x, y).sum().backward()
             packed.optimizer.step()
         ctx.end_epoch(packed)

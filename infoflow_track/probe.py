@@ -30,7 +30,7 @@ from infoflow_track.ensemble import Members, PackedEnsemble, Single, as_members
 from infoflow_track.estimators import Estimator
 from infoflow_track.figures import CKA_ARTIFACT, PLANES_ARTIFACT, draw_probe_figures, json_safe
 from infoflow_track.measures import linear_features
-from infoflow_track.measures.similarity import feature_cka_matrix
+from infoflow_track.measures.similarity import cka_of_hsic, hsic_blocks
 from infoflow_track.names import MI_QUANTITIES, layer_key
 from infoflow_track.replicates import ci95_half_width
 
@@ -63,7 +63,8 @@ def member_activations(members: Members, x: torch.Tensor) -> dict[str, torch.Ten
                 parts.setdefault(name, []).append(act.float())
     finally:
         members.train(was_training)
-    return {name: torch.cat(chunks, dim=1) for name, chunks in parts.items()}
+    return {name: chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
+            for name, chunks in parts.items()}  # fmt: skip
 
 
 def probe_activations(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -113,7 +114,8 @@ class LayerProbe:
         initial = member_activations(members, self.x)
         self.layers = list(initial)
         # the layers at initialisation, kept compact: at most N columns each, same linear CKA
-        self.initial = {name: _features(t) for name, t in initial.items()}
+        self.initial = [_features(t) for t in initial.values()]
+        self.initial_hsic = torch.stack([hsic_blocks([t])[..., 0, 0] for t in self.initial], -1)
         self.warnings = [w for e in self.estimators for name, t in initial.items()
                          if (w := e.scale_warning(name, t[0]))]  # fmt: skip
         self.mi_keys = [key for i, e in enumerate(self.estimators) for name in self.layers
@@ -192,11 +194,14 @@ class LayerProbe:
 
     def _cka(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(layers + labels CKA matrices (K, L+1, L+1), each layer's CKA with itself at
-        initialisation (L, K)) from the layers' features (K, N, d) each."""
-        grid = feature_cka_matrix([*feats, self.label_features])
-        init = [feature_cka_matrix([f], [self.initial[name]])[:, 0, 0]
-                for name, f in zip(self.layers, feats, strict=True)]  # fmt: skip
-        return grid, torch.stack(init)
+        initialisation (L, K)) from the layers' features (K, N, d) each; the products in the
+        features' dtype, the sums of their squares in float64."""
+        hsic = hsic_blocks([*feats, self.label_features])  # (K, L+1, L+1)
+        own = hsic.diagonal(dim1=-2, dim2=-1)[..., :-1]  # (K, L)
+        cross = torch.stack(
+            [hsic_blocks([f], [i])[..., 0, 0] for f, i in zip(feats, self.initial, strict=True)]
+        )  # (L, K)
+        return cka_of_hsic(hsic), cross / (own.T * self.initial_hsic.T).sqrt()
 
     def cka_record(self) -> dict[str, Any]:
         """Every measured epoch's CKA matrix (the replicates' mean) as JSON-safe data, NaN
@@ -282,8 +287,12 @@ class LayerProbe:
 
 
 def _features(t: torch.Tensor) -> torch.Tensor:
-    """(K, N, ...) layers -> (K, N, d) centred features of the same linear Gram matrices."""
-    return torch.vmap(linear_features)(t.reshape(t.shape[0], t.shape[1], -1))
+    """(K, N, ...) layers -> (K, N, d) centred features of the same linear Gram matrices
+    (:func:`~infoflow_track.measures.linear_features`; a layer no wider than N: centred)."""
+    t = t.reshape(t.shape[0], t.shape[1], -1)
+    if t.shape[2] <= t.shape[1]:
+        return t - t.mean(dim=1, keepdim=True)
+    return torch.vmap(linear_features)(t)
 
 
 def _nanmean(values: Sequence[float]) -> float:

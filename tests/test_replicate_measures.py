@@ -92,6 +92,31 @@ def test_batched_binning_matches_a_numpy_count_of_each_replicates_bin_vectors() 
         assert i_ty[k].item() == pytest.approx(h_t + h_y - h_joint, rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.parametrize(("units", "codes"), [(4, 30), (8, 128), (10, 128)])
+def test_every_counting_path_matches_a_numpy_count_of_the_code_vectors(units, codes) -> None:
+    """4 x 30 codes fit a float64 product, 8 x 128 (56 bits) an int64 one, 10 x 128 (70
+    bits) neither: rows are deduplicated. All must count the same symbols."""
+    import torch
+    from scipy.stats import entropy
+
+    from infoflow_track.measures.binning import replicate_mi_of_codes
+
+    generator = torch.Generator().manual_seed(units)
+    n = 600
+    few = torch.randint(0, 3, (K, n, units), generator=generator)  # repeats: real counts
+    table = torch.tensor([0, 1, codes - 1])[few].to(torch.int16)
+    y = torch.randint(0, CLASSES, (n,), generator=generator)
+    h_t, i_ty = replicate_mi_of_codes(table, y)
+    labels = y.numpy()
+    for k in range(K):
+        _, ids = np.unique(table[k].numpy(), axis=0, return_inverse=True)
+        ids = ids.reshape(-1)
+        h_joint = entropy(np.bincount(ids * CLASSES + labels), base=2)
+        h_y = entropy(np.bincount(labels), base=2)
+        assert h_t[k].item() == pytest.approx(entropy(np.bincount(ids), base=2), rel=1e-9)
+        assert i_ty[k].item() == pytest.approx(h_t[k].item() + h_y - h_joint, abs=1e-9)
+
+
 def test_a_replicate_that_is_not_finite_measures_nan_alone() -> None:
     t, y, x = replicates(3)
     t[1, 7, 2] = math.inf

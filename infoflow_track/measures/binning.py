@@ -61,7 +61,7 @@ def replicate_bin_codes(
         if n_bins < 1:
             raise ValueError(f"n_bins must be at least 1, got {n_bins}")
         if value_range is None:
-            low, high = t.flatten(1).aminmax(dim=1)  # (K,) each
+            low, high = t.amin(dim=(1, 2)), t.amax(dim=(1, 2))  # (K,) each, no copy
             codes = _scaled_codes(t, low[:, None, None], high[:, None, None], n_bins)
         else:
             low, high = value_range
@@ -73,8 +73,10 @@ def replicate_bin_codes(
         if not (math.isfinite(bin_width) and bin_width > 0):
             raise ValueError(f"bin_width must be a positive number, got {bin_width}")
         codes = torch.floor(t / bin_width)
-        codes -= codes.flatten(1).amin(dim=1)[:, None, None]
-        n_codes = int(codes.max().item()) + 1
+        # floor(v / width) is monotone in v: each replicate's codes span those of its extremes
+        low, high = (torch.floor(m(dim=(1, 2), keepdim=True) / bin_width) for m in (t.amin, t.amax))
+        codes -= low
+        n_codes = int((high - low).max()) + 1
     return codes.to(_code_dtype(n_codes))
 
 
@@ -141,19 +143,57 @@ def replicate_mi_of_codes(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(H(T), I(T;Y)) in bits, float64 (K,), of K replicates' codes (K, N, D), labels (N,).
 
-    One row deduplication for all K: each row is prefixed with its replicate's index, so no
-    symbol is shared between replicates, and each symbol's counts are summed into its
-    replicate's entropy.
+    When a row's code vector and its label fit in one int64 (see :func:`_row_numbers`),
+    each replicate's N numbers are sorted once and H(T, Y) and H(T) read off the lengths of
+    their runs; else one row deduplication serves all K (:func:`replicate_symbols`).
     """
     k, n = codes.shape[:2]
     n_classes = class_count(y)
+    h_y = entropy_bits(torch.bincount(y).double())
+    numbers = _row_numbers(codes, n_classes)
+    if numbers is not None:
+        joint = (numbers * n_classes + y).sort(dim=1).values  # (K, N), label in the low digit
+        h_t, h_ty = _sorted_run_entropy(joint // n_classes), _sorted_run_entropy(joint)
+        return h_t, (h_t + h_y - h_ty).clamp_min(0)
     ids, owner = replicate_symbols(codes)
     n_symbols = len(owner)
     joint = torch.bincount(ids * n_classes + y.repeat(k), minlength=n_symbols * n_classes)
     h_t = _entropy_by_owner(torch.bincount(ids, minlength=n_symbols)[:, None], owner, k, n)
     h_ty = _entropy_by_owner(joint.view(-1, n_classes), owner, k, n)
-    h_y = entropy_bits(torch.bincount(y).double())
     return h_t, (h_t + h_y - h_ty).clamp_min(0)
+
+
+def _row_numbers(codes: torch.Tensor, spare: int = 1) -> torch.Tensor | None:
+    """Each row's code vector (K, N, D) as one number (K, N) int64 in base max code + 1,
+    leaving room to multiply by ``spare``; None when that does not fit in 62 bits
+    (D log2(max code + 1) + log2 spare, e.g. 10 units of 30 bins for 128 replicates or
+    classes) or the codes are not non-negative integers."""
+    d = codes.shape[2]
+    if codes.is_floating_point():
+        return None
+    low, high = (0, 0) if not codes.numel() else torch.stack(codes.aminmax()).tolist()
+    base = int(high) + 1
+    if low < 0 or d * math.log2(base) + math.log2(spare) >= 62:
+        return None
+    digits = torch.arange(d - 1, -1, -1, device=codes.device)
+    if d * math.log2(base) + math.log2(spare) < 52:  # exact in float64, one product
+        wide, weights = codes.double(), float(base) ** digits.double()
+        # along memory: packed replicates' layers are (K, D, N) in memory, see ensemble
+        numbers = wide @ weights if wide.stride(2) == 1 else weights @ wide.mT
+        return numbers.long()
+    return (codes.long() * base**digits).sum(dim=2)
+
+
+def _sorted_run_entropy(rows: torch.Tensor) -> torch.Tensor:
+    """Entropy in bits (K,) float64 of each row of sorted values (K, N): of the distribution
+    of its distinct values, whose counts are the lengths of the runs of equal values."""
+    k, n = rows.shape
+    starts = torch.ones_like(rows, dtype=torch.bool)
+    starts[:, 1:] = rows[:, 1:] != rows[:, :-1]
+    run = starts.cumsum(dim=1) - 1 + n * torch.arange(k, device=rows.device)[:, None]
+    counts = torch.bincount(run.reshape(-1), minlength=k * n).view(k, n).double()
+    p = counts / n
+    return -torch.special.xlogy(p, p).sum(dim=1) / _LN2
 
 
 def replicate_symbols(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,19 +201,16 @@ def replicate_symbols(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     fast path): ids (K N,) numbering the distinct (replicate,
     code vector) pairs 0..S-1, and the replicate of each symbol (S,).
 
-    When replicate and vector fit in one int64 (D log2(max code + 1) + log2 K < 63 bits,
-    e.g. 10 units of 30 bins for 128 replicates), each row is that one number and a 1-D
-    ``unique`` numbers them, many times faster than deduplicating rows; else rows are
-    deduplicated with the replicate index as their first column.
+    When replicate and vector fit in one int64 (:func:`_row_numbers` with room for K), each
+    row is that one number and a 1-D ``unique`` numbers them, many times faster than
+    deduplicating rows; else rows are deduplicated with the replicate index as their first
+    column.
     """
-    k, n, d = codes.shape
-    low, high = (0, 0) if not codes.numel() else torch.stack(codes.aminmax()).tolist()
-    base = int(high) + 1
-    if not codes.is_floating_point() and low >= 0 and d * math.log2(base) + math.log2(k) < 62:
-        powers = base ** torch.arange(d - 1, -1, -1, device=codes.device, dtype=torch.int64)
-        vectors = (codes.long() * powers).sum(dim=2)  # (K, N), exact: no overflow
-        span = base**d
-        keys = torch.arange(k, device=codes.device)[:, None] * span + vectors
+    k, n, _ = codes.shape
+    numbers = _row_numbers(codes, k)
+    if numbers is not None:
+        span = int(numbers.max()) + 1 if numbers.numel() else 1
+        keys = torch.arange(k, device=codes.device)[:, None] * span + numbers
         unique, ids = torch.unique(keys.reshape(-1), return_inverse=True)
         return ids, unique // span
     dtype = torch.promote_types(codes.dtype, _code_dtype(k))
@@ -253,8 +290,10 @@ def _replicate_mi(t: torch.Tensor, y: torch.Tensor, code) -> tuple[torch.Tensor,
     """(H(T), I(T;Y)) (K,) in t's dtype of replicates t (K, N, ...) binned by ``code``
     (K, N, D) -> codes; NaN for a replicate that is not all finite (binned as zeros)."""
     flat, y = replicate_layers(t, y)
-    finite = torch.isfinite(flat).flatten(1).all(dim=1)  # (K,)
-    h_t, i_ty = replicate_mi_of_codes(code(torch.where(finite[:, None, None], flat, 0.0)), y)
+    finite = torch.isfinite(flat.abs().amax(dim=(1, 2)))  # (K,); amax propagates NaN
+    if not bool(finite.all()):
+        flat = torch.where(finite[:, None, None], flat, 0.0)
+    h_t, i_ty = replicate_mi_of_codes(code(flat), y)
     nan = torch.tensor(math.nan, dtype=flat.dtype, device=flat.device)
     return tuple(torch.where(finite, v.to(flat.dtype), nan) for v in (h_t, i_ty))
 

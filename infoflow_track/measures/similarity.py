@@ -99,20 +99,53 @@ def feature_cka_matrix(
 
 def _block_cka_matrix(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor] | None
                       ) -> torch.Tensor:  # fmt: skip
-    """Biased linear CKA of narrow representations from one product: all features side by
-    side F (..., N, F), the Gram G = F^T F (..., F, F), and HSIC_ij = |G_ij|_F^2 summed over
-    each pair of blocks by an indicator matrix P (F, L): P^T (G∘G) P; float64."""
-    groups = [*xs, *(ys or [])]
-    features = torch.cat(groups, dim=-1).double()  # narrow: float64 costs little, sums of N
-    gram = features.transpose(-1, -2) @ features
-    widths = torch.tensor([g.shape[-1] for g in groups], device=features.device)
-    owner = torch.repeat_interleave(torch.arange(len(groups), device=features.device), widths)
-    blocks = torch.nn.functional.one_hot(owner, len(groups)).to(gram.dtype)  # (F, L)
-    hsic = blocks.T @ gram.square() @ blocks
-    hsic = (hsic + hsic.transpose(-1, -2)) / 2  # exactly symmetric
-    self_terms = hsic.diagonal(dim1=-2, dim2=-1)
-    matrix = hsic / (self_terms[..., :, None] * self_terms[..., None, :]).sqrt()
+    """Biased linear CKA of narrow representations from one Gram product of all of them
+    side by side (:func:`hsic_blocks`), in float64."""
+    groups = [t.double() for t in [*xs, *(ys or [])]]  # narrow: float64 costs little
+    matrix = cka_of_hsic(hsic_blocks(groups))
     return matrix if ys is None else matrix[..., : len(xs), len(xs) :]
+
+
+def cka_of_hsic(hsic: torch.Tensor) -> torch.Tensor:
+    """CKA matrix (..., L, L) from the HSIC of every pair of L representations (..., L, L),
+    made exactly symmetric: HSIC_ij / sqrt(HSIC_ii HSIC_jj)."""
+    hsic = (hsic + hsic.transpose(-1, -2)) / 2
+    self_terms = hsic.diagonal(dim1=-2, dim2=-1)
+    return hsic / (self_terms[..., :, None] * self_terms[..., None, :]).sqrt()
+
+
+def hsic_blocks(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor] | None = None
+                ) -> torch.Tensor:  # fmt: skip
+    """Biased linear HSIC |X_i^T Y_j|_F^2 (up to the factor (N - 1)^-2) of every x in ``xs``
+    and y in ``ys`` (default ``xs``), each (..., N, d) in :func:`linear_features` form:
+    (..., Lx, Ly) float64.
+
+    Narrow representations (each side's total width at most ``BLOCK_FEATURES``) take one
+    product of all features side by side, G = X^T Y in their dtype, whose squares are summed
+    over each pair of blocks by indicator matrices P (F, L): P_x^T (G∘G) P_y; wider ones a
+    product per pair.
+    """
+    ys = xs if ys is None else ys
+    if max(sum(t.shape[-1] for t in side) for side in (xs, ys)) > BLOCK_FEATURES:
+        rows = [torch.stack([(x.transpose(-1, -2) @ y).double().square().sum(dim=(-2, -1))
+                             for y in ys], dim=-1) for x in xs]  # fmt: skip
+        return torch.stack(rows, dim=-2)
+    x = _side_by_side(xs)
+    y = x if ys is xs else _side_by_side(ys)
+    gram = (x.transpose(-1, -2) @ y).double().square()
+    return _block_indicator(xs, x.device).T @ gram @ _block_indicator(ys, x.device)
+
+
+def _side_by_side(blocks: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Representations (..., N, d_i) side by side (..., N, sum d_i); one is not copied."""
+    return blocks[0] if len(blocks) == 1 else torch.cat(list(blocks), dim=-1)
+
+
+def _block_indicator(blocks: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """(F, L) float64: column l is 1 on the features of block l of ``blocks`` side by side."""
+    widths = torch.tensor([t.shape[-1] for t in blocks], device=device)
+    owner = torch.repeat_interleave(torch.arange(len(blocks), device=device), widths)
+    return torch.nn.functional.one_hot(owner, len(blocks)).double()
 
 
 def rbf_gram(x: torch.Tensor, sigma_frac: float = 1.0) -> torch.Tensor:
