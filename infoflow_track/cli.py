@@ -356,8 +356,13 @@ def run(
     experiment: Annotated[
         str | None, typer.Option(help="MLflow experiment (default: the plugin name)")
     ] = None,
-    run_name: Annotated[str | None, typer.Option(help="MLflow run name")] = None,
+    run_name: Annotated[
+        str | None, typer.Option(help="MLflow run name (default: plugin, changed params, seed)")
+    ] = None,
     tracking_uri: TrackingUriOption = None,
+    every_epoch: Annotated[
+        bool, typer.Option("--measures-every-epoch", help="print the layer measures each epoch")
+    ] = False,
     settings: dict[str, str] | None = None,
 ) -> None:
     """Train one plugin once and record the run in MLflow."""
@@ -371,10 +376,11 @@ def run(
         experiment = experiment_name(experiment, plan)
         uri = resolve_tracking_uri(tracking_uri)
     with _run_outcome(f"tracking store {mask_credentials(uri)}"):
-        _run_plan(plan, uri, experiment, run_name)
+        _run_plan(plan, uri, experiment, run_name, every_epoch)
 
 
-def _run_plan(plan: Any, uri: str, experiment: str, run_name: str | None) -> None:
+def _run_plan(plan: Any, uri: str, experiment: str, run_name: str | None,
+              every_epoch: bool = False) -> None:  # fmt: skip
     from infoflow_track.experiment import execute_run
     from infoflow_track.tracking import Tracker, resolve_tracking_uri
 
@@ -392,16 +398,23 @@ def _run_plan(plan: Any, uri: str, experiment: str, run_name: str | None) -> Non
             else ""
         )
     )
-    with _epoch_progress(plan.total_epochs) as listener:
+    with _epoch_progress(plan.total_epochs, every_epoch) as listener:
         result = execute_run(
             plan, tracker, experiment=experiment, run_name=run_name, listeners=[listener]
         )
+    from rich.console import Console
+
+    Console(width=200).print(measures_table(result.metrics, "layer measures, last epoch"))
     summary = _headline(result.metrics)
     ui_command = "infoflow ui"
     if tracker.uri != resolve_tracking_uri(None):
         ui_command += f" --tracking-uri {shlex.quote(tracker.shown)}"
     typer.echo(f"done: run {result.run_id}\n  {summary}\n  store: {tracker.shown}")
-    typer.echo(f"  open the MLflow UI with `{ui_command}` (http://127.0.0.1:5000)")
+    url = tracker.run_url(result.run_id)
+    if url is not None:
+        typer.echo(f"  open: {url}")
+    else:
+        typer.echo(f"  open the MLflow UI with `{ui_command}` (http://127.0.0.1:5000)")
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
 
@@ -446,9 +459,42 @@ def _headline(metrics: dict[str, float]) -> str:
     return "  ".join(shown) + (f"  ({', '.join(counts)})" if counts else "")
 
 
+def measures_table(metrics: dict[str, float], title: str) -> Any:
+    """The layer measures of one epoch as a rich table: a row per layer, a column per
+    quantity (``mi_xt``, ``mi_xt.kde``, ``cka_label``, ...), each the mean and, with
+    replicates, ``±`` its 95% half-width; the ceilings, the same for every layer as a rule,
+    in the caption."""
+    from rich.table import Table
+
+    from infoflow_track.names import LAYER_KEY
+
+    cells: dict[str, dict[str, str]] = {}
+    ceilings: dict[str, set[str]] = {}
+    for key, value in metrics.items():
+        found = LAYER_KEY.fullmatch(key)
+        if found is None:
+            continue
+        spread = metrics.get(f"ci95/{key}")
+        text = f"{value:.2f}" + (f"±{spread:.2f}" if spread is not None else "")
+        quantity = found["quantity"] + found["qualifier"]
+        if quantity.startswith("ceiling"):
+            ceilings.setdefault(quantity, set()).add(f"{value:.2f}")
+            continue
+        cells.setdefault(found["layer"], {})[quantity] = text
+    columns = list(dict.fromkeys(q for row in cells.values() for q in row))
+    caption = "MI in bits; ceilings " + ", ".join(f"{q} {'/'.join(sorted(v))}"
+                                            for q, v in ceilings.items())  # fmt: skip
+    table = Table("layer", *columns, title=title, title_justify="left",
+                  caption=caption if ceilings else None, caption_justify="left")  # fmt: skip
+    for layer, row in cells.items():
+        table.add_row(layer, *(row.get(q, "") for q in columns))
+    return table
+
+
 @contextmanager
-def _epoch_progress(epochs: int) -> Iterator:
-    """A rich progress bar over epochs, and a line of metrics per epoch."""
+def _epoch_progress(epochs: int, measures: bool = False) -> Iterator:
+    """A rich progress bar over epochs, and a line of metrics per epoch (with ``measures``,
+    the table of layer measures too)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -459,6 +505,8 @@ def _epoch_progress(epochs: int) -> Iterator:
         def listener(step: int, metrics: dict[str, float]) -> None:
             shown = _headline(metrics)
             progress.console.print(f"epoch {step:>3}  {shown}", soft_wrap=True)
+            if measures:
+                progress.console.print(measures_table(metrics, f"layer measures, epoch {step}"))
             progress.update(task, completed=min(step, epochs))
 
         yield listener
@@ -517,7 +565,8 @@ def _run_spec(spec: Any, ref: Any, uri: str, workers: int) -> None:
     typer.echo(
         f"study {spec.name}: {spec.plugin} on {spec.settings.dataset}, {spec.n_trials} trials "
         f"({before.finished} finished before), sampler {spec.sampler.describe()}, pruner "
-        f"{spec.pruner.describe()}, {workers} worker(s)\n  storage: {ref.shown}"
+        f"{spec.pruner.describe()}, {workers} worker(s)\n  storage: {ref.shown}\n  open: "
+        f"{tracker.where(opened.parent_run_id)} (the trials are its child runs)"
     )
     counts = run_study(spec, ref, tracker, opened, workers=workers, echo=typer.echo)
     with user_errors():
@@ -558,7 +607,7 @@ def report(
         uri = resolve_tracking_uri(tracking_uri)
         ref = resolve_storage(storage, default_store_dir(uri))
         study, tracker, parent = load_for_report(name, ref, uri)
-    header, rows = table_data(study)
+    header, rows = table_data(study, tracker)
     table = Table(*header, title=f"study {name} ({ref.shown})")
     for row in rows:
         table.add_row(*row)
@@ -566,14 +615,84 @@ def report(
     notes = publish_report(name, study, tracker, parent)
     typer.echo(f"best: {best_text(study)}\nfigures and trials.csv logged to parent run "
                f"{parent} (experiment '{name}', store {tracker.shown})")  # fmt: skip
+    typer.echo(f"  open: {tracker.where(parent)}")
     for note in notes:
         typer.echo(f"  {note}")
+
+
+@app.command("compare")
+def compare(
+    run_ids: Annotated[list[str] | None, typer.Argument(help="MLflow run ids")] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="compare the experiment's finished runs (newest first)")
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option(help="compare a study's best complete trials")
+    ] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage of --study")] = None,
+    estimator: Annotated[
+        str | None, typer.Option(help="whose series to draw (default: each run's first)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="also save the figure as this PNG")] = None,
+    tracking_uri: TrackingUriOption = None,
+) -> None:
+    """Information planes of several runs side by side, a panel per layer, logged as
+    compare/information_planes.png (on a study's parent run, else on a run of its own)."""
+    from infoflow_track import compare as cmp
+    from infoflow_track.tracking import Tracker, check_creatable, resolve_tracking_uri
+
+    with user_errors():
+        given = [bool(run_ids), experiment is not None, study is not None]
+        if sum(given) != 1:
+            raise UserError("give run ids, --experiment NAME or --study NAME (one of them)")
+        if out is not None:
+            if out.suffix.lower() != ".png":
+                raise UserError(f"invalid --out {str(out)!r}: give a file name ending in .png")
+            check_creatable(out, "--out")
+        uri = resolve_tracking_uri(tracking_uri)
+        parent = None
+        if study is not None:
+            ids, parent, tracker = _study_runs(study, storage, uri)
+        else:
+            tracker = Tracker(uri, create=False)
+            ids = cmp.experiment_runs(tracker, experiment) if experiment else list(run_ids)
+            cmp.check_runs(tracker, ids)
+        runs, notes = cmp.load_planes(tracker, ids[: cmp.MOST_RUNS], estimator)
+        if not runs:
+            raise UserError("none of the runs logged information-plane records: "
+                            + "; ".join(notes or ["no finished runs"]))  # fmt: skip
+    figure = cmp.draw(runs, f"{len(runs)} runs, {runs[0].estimator}")
+    where = cmp.log_comparison(tracker, runs, figure, parent)
+    if out is not None:
+        out.expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(out, dpi=120)
+    typer.echo(f"compared {len(runs)} runs: {cmp.COMPARE_FIGURE} on {tracker.where(where)}"
+               + (f", and {out}" if out is not None else ""))  # fmt: skip
+    left = len(ids) - min(len(ids), cmp.MOST_RUNS)
+    for note in notes + ([f"{left} more runs left out (at most {cmp.MOST_RUNS})"] * bool(left)):
+        typer.echo(f"  left out: {note}")
+
+
+def _study_runs(name: str, storage: str | None, uri: str) -> tuple[list[str], str, Any]:
+    """(run ids of the study's best complete trials, its parent run id, its tracker)."""
+    from infoflow_track.study.report import best_numbers, load_for_report, trial_rows
+    from infoflow_track.study.storage import resolve_storage
+    from infoflow_track.tracking import default_store_dir
+
+    ref = resolve_storage(storage, default_store_dir(uri))
+    found, tracker, parent = load_for_report(name, ref, uri)
+    by_number = {row.number: row.run_id for row in trial_rows(found)}
+    best = best_numbers(found)
+    return [by_number[n] for n in best if by_number.get(n)], parent, tracker
 
 
 @app.command("ui")
 def ui(
     port: Annotated[int, typer.Option(help="port on 127.0.0.1", min=1, max=65535)] = 5000,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store to serve")] = None,
+    workers: Annotated[
+        int, typer.Option(help="server worker processes (1 answers one user in seconds)", min=1)
+    ] = 1,
 ) -> None:
     """Serve the MLflow UI for the store (default mlruns/) on http://127.0.0.1:PORT."""
     from infoflow_track.tracking import Tracker, check_port_free, ui_command
@@ -581,8 +700,11 @@ def ui(
     with user_errors():
         check_port_free(port)
         tracker = Tracker(tracking_uri)  # validated, and created once if new
-        cmd = ui_command(tracker.uri, port)
-    typer.echo(f"MLflow UI for {tracker.shown} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+        cmd = ui_command(tracker.uri, port, workers)
+    typer.echo(
+        f"MLflow UI for {tracker.shown} at http://127.0.0.1:{port} (Ctrl-C to stop); "
+        f"links in runs and trials: set INFOFLOW_UI_URL=http://127.0.0.1:{port}"
+    )
     sys.stdout.flush()
     os.execv(cmd[0], cmd)
 

@@ -79,6 +79,17 @@ class RunPlan:
     data: Dataset
     model: torch.nn.Module
 
+    def label(self) -> str:
+        """A run name: the plugin, the hyperparameters that differ from its defaults, the
+        data and the seed(s), e.g. ``mlp: widths=10,7,5, activation=tanh · ib12, seed 0``
+        (at most 250 characters)."""
+        defaults = type(self.config)().as_params()
+        changed = [f"{k}={v}" for k, v in self.config.as_params().items() if defaults.get(k) != v]
+        s = self.settings
+        seeds = f"seed {s.seed}" + (f"..{s.seed + s.replicates - 1}" if s.replicates > 1 else "")
+        head = self.entry.name + (": " + ", ".join(changed) if changed else "")
+        return f"{head} · {self.data.name}, {seeds}"[:250]
+
     def params(self) -> dict[str, str]:
         """Every resolved hyperparameter, run setting and estimator option, and the data's
         sizes, as params.
@@ -217,7 +228,7 @@ def execute_run(
     """
     run = tracker.start_run(
         experiment,
-        run_name=run_name,
+        run_name=run_name or plan.label(),
         tags={**plan.tags(), **(tags or {})},
         parent_run_id=parent_run_id,
     )

@@ -41,6 +41,14 @@ FRAMEWORK_METRIC_PREFIXES = ("acc/", "loss/", "sd/", "ci95/", *(f"{q}/" for q in
                              *(f"{q}." for q in MI_QUANTITIES),
                              *(f"{m}/" for m in CKA_MEASURES))  # fmt: skip
 
+# Experiment tags, in MLflow's own terms: the kind opens the UI on the runs table (model
+# training), not on the GenAI overview; the note is the experiment's description.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+NOTE_TAG = "mlflow.note.content"
+#: Shown as a run's name in the UI; set again when a trial ends pruned.
+RUN_NAME_TAG = "mlflow.runName"
+
 # Run tags.
 PLUGIN_TAG = "infoflow.plugin"
 STUDY_TAG = "infoflow.study"

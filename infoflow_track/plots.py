@@ -32,6 +32,7 @@ def information_plane(
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     points = None
     for ax, (title, plane) in zip(axes, panels.items(), strict=True):
+        ends = {}
         for i, layer in enumerate(plane["mi_xt"]):
             x, y = np.asarray(plane["mi_xt"][layer]), np.asarray(plane["mi_ty"][layer])
             ax.plot(x, y, color="0.6", linewidth=0.8, zorder=1)
@@ -42,8 +43,8 @@ def information_plane(
                 x, y, c=steps, cmap="viridis", marker=_MARKERS[i % len(_MARKERS)], s=28,
                 vmin=min(steps), vmax=max(steps), label=layer, zorder=2, edgecolors="none",
             )  # fmt: skip
-            ax.annotate(layer, (x[-1], y[-1]), textcoords="offset points", xytext=(4, 4),
-                        fontsize=8)  # fmt: skip
+            ends[layer] = (x[-1], y[-1])
+        annotate_ends(ax, ends)
         draw_ceilings(ax, plane)
         legend = ax.legend(loc="best", fontsize=8, title="layer")
         for handle in legend.legend_handles:
@@ -52,6 +53,21 @@ def information_plane(
     if points is not None:
         fig.colorbar(points, ax=axes.tolist(), label="epoch")
     return fig
+
+
+def annotate_ends(ax, ends: Mapping[str, tuple[float, float]]) -> None:
+    """Name each layer at its last point; layers whose last points coincide (within 2% of
+    the largest value on each axis) share one label, ``hidden3, hidden4``, not overprint."""
+    finite = {k: p for k, p in ends.items() if np.isfinite(p).all()}
+    if not finite:
+        return
+    scale = [max(max(abs(p[axis]) for p in finite.values()), 1e-9) * 0.02 for axis in (0, 1)]
+    groups: dict[tuple[int, int], list[str]] = {}
+    for layer, (x, y) in finite.items():
+        groups.setdefault((round(x / scale[0]), round(y / scale[1])), []).append(layer)
+    for names in groups.values():
+        ax.annotate(", ".join(names), finite[names[0]], textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)  # fmt: skip
 
 
 def draw_ellipses(ax, x, y, half_x, half_y, steps: Sequence[int]) -> None:
@@ -213,9 +229,43 @@ def information_planes(trials: Mapping[str, Plane], *, title: str) -> Figure:
     return fig
 
 
+def compared_planes(runs: Mapping[str, Plane], *, title: str) -> Figure:
+    """Many runs' information planes, a panel per layer (in the order first seen), a colour
+    per run: its trajectory from a hollow start to a filled end, the ceilings dashed.
+    ``runs[label]`` is a run's :data:`Plane`."""
+    layers = list(dict.fromkeys(layer for plane in runs.values() for layer in plane["mi_xt"]))
+    columns = min(len(layers), 3) or 1
+    rows = -(-len(layers) // columns) or 1
+    fig = Figure(figsize=(4.4 * columns, 3.6 * rows + 0.6 + 0.22 * len(runs)),
+                 layout="constrained")  # fmt: skip
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, layer in zip(axes, layers, strict=False):
+        for i, plane in enumerate(runs.values()):
+            if layer not in plane["mi_xt"]:
+                continue
+            x, y = np.asarray(plane["mi_xt"][layer]), np.asarray(plane["mi_ty"][layer])
+            color = f"C{i % 10}"
+            ax.plot(x, y, color=color, linewidth=1.0, marker="o", markersize=2.5, alpha=0.85)
+            ax.scatter(x[:1], y[:1], s=36, facecolors="none", edgecolors=color, zorder=3)
+            ax.scatter(x[-1:], y[-1:], s=36, color=color, zorder=3)
+            draw_ceilings(ax, {q: {layer: v[layer]} for q, v in plane.items() if layer in v})
+        _plane_axes(ax, layer)
+    for ax in axes[len(layers) :]:
+        ax.set_axis_off()
+    handles = [axes[0].plot([], [], color=f"C{i % 10}", label=label)[0]
+               for i, label in enumerate(runs)]  # fmt: skip
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", fontsize=8, ncol=1)
+    fig.suptitle(title + " (hollow: first epoch, filled: last)", fontsize=11)
+    return fig
+
+
 def _epoch_axes(fig: Figure, ax: Any, ylabel: str, title: str, *, legend: bool) -> Figure:
     """Label ``ax`` as a curve over epochs, with a legend if ``legend``; return ``fig``."""
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -25,7 +25,13 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from infoflow_track.errors import UserError
-from infoflow_track.names import ERROR_TAG, OWNER_TAG
+from infoflow_track.names import (
+    ERROR_TAG,
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
+    NOTE_TAG,
+    OWNER_TAG,
+)
 from infoflow_track.owners import owner_alive, owner_id
 from infoflow_track.uris import mask_credentials, split_credentials
 
@@ -36,6 +42,16 @@ STORE_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "dat
 
 # MLflow's per-call limits of log_batch.
 _MAX_METRICS_PER_CALL = 1000
+#: The MLflow UI's address, for links, where the tracking URI is no server's (e.g. SQLite
+#: served by `infoflow ui`): http://127.0.0.1:5000.
+UI_URL_ENV = "INFOFLOW_UI_URL"
+#: An experiment's description where its maker gives none (Markdown, shown by the UI).
+DEFAULT_DESCRIPTION = (
+    "Runs of infoflow, one per configuration, each with "
+    "per-epoch accuracy and loss, I(X;T) and I(T;Y) of every probed layer (`mi_xt/<layer>`, "
+    "`mi_ty/<layer>`) and CKA (`cka_label/<layer>`, `cka_init/<layer>`); the information "
+    "planes and CKA matrices are under each run's artifacts."
+)
 _MAX_PARAMS_PER_CALL = 100
 
 
@@ -109,6 +125,8 @@ def _quiet_mlflow_logs() -> None:
     # It logs each database error with its traceback before raising it: the error reaches
     # the command, which reports it in one line.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    # nor a progress bar per downloaded record (reports, comparisons, figures drawn later)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @contextmanager
@@ -149,12 +167,13 @@ def check_port_free(port: int) -> None:
             raise UserError(f"--port {port} is not free on 127.0.0.1: {exc.strerror}") from None
 
 
-def ui_command(uri: str, port: int) -> list[str]:
-    """The argv serving the MLflow UI for store ``uri`` on 127.0.0.1:``port``; a port that is
-    taken is a UserError."""
+def ui_command(uri: str, port: int, workers: int = 1) -> list[str]:
+    """The argv serving the MLflow UI for store ``uri`` on 127.0.0.1:``port`` with
+    ``workers`` processes (MLflow's default of 4 takes minutes to start on 2 cores); a port
+    that is taken is a UserError."""
     check_port_free(port)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+           "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]  # fmt: skip
     root = artifact_root(uri)
     if root is not None:
         cmd += ["--default-artifact-root", root.as_uri()]
@@ -262,14 +281,17 @@ class Tracker:
                 f"cannot open tracking store {self.shown!r}: {error_line(exc)}"
             ) from None
 
-    def experiment_id(self, name: str) -> str:
-        """Id of experiment ``name``, created (artifacts under the store's root) if absent."""
+    def experiment_id(self, name: str, description: str | None = None) -> str:
+        """Id of experiment ``name``, created (artifacts under the store's root) if absent;
+        marked as model-training work (the MLflow UI opens on its runs table) and described
+        by ``description`` (or a default) where it has no description yet."""
         name = check_experiment_name(name)
         if name in self._experiments:
             return self._experiments[name]
         found = self.client.get_experiment_by_name(name)
         if found is None:
             found_id = self._create_experiment(name)
+            self._mark_experiment(found_id, {}, description)
         elif found.lifecycle_stage == "deleted":
             raise UserError(
                 f"experiment {name!r} is deleted in {self.shown}: restore it "
@@ -277,9 +299,42 @@ class Tracker:
             )
         else:
             found_id = found.experiment_id
+            self._mark_experiment(found_id, found.tags, description)
             self.close_abandoned(found_id)
         self._experiments[name] = found_id
         return found_id
+
+    @property
+    def ui_address(self) -> str | None:
+        """The MLflow UI's address for this store: ``$INFOFLOW_UI_URL`` if set, else the
+        tracking server's own address (an http(s) store, credentials left out), else None."""
+        configured = os.environ.get(UI_URL_ENV, "").strip()
+        if configured:
+            return configured.rstrip("/")
+        if self.uri.startswith(("http://", "https://")):
+            return split_credentials(self.uri)[0].rstrip("/")
+        return None
+
+    def run_url(self, run_id: str, experiment_id: str | None = None) -> str | None:
+        """The run's page in the MLflow UI, or None where no UI address is known."""
+        base = self.ui_address
+        if base is None:
+            return None
+        experiment_id = experiment_id or self.experiment_of(run_id)
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def where(self, run_id: str, experiment_id: str | None = None) -> str:
+        """Where to look at a run: its UI URL if a UI address is known, else its id."""
+        return self.run_url(run_id, experiment_id) or f"run {run_id}"
+
+    def _mark_experiment(self, experiment_id: str, tags: Mapping[str, str],
+                         description: str | None) -> None:  # fmt: skip
+        """Set the experiment's kind and description tags where they are missing."""
+        wanted = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND,
+                  NOTE_TAG: description or DEFAULT_DESCRIPTION}  # fmt: skip
+        for key, value in wanted.items():
+            if not tags.get(key):
+                self.client.set_experiment_tag(experiment_id, key, value)
 
     def close_abandoned(self, experiment_id: str) -> list[str]:
         """End as FAILED, with the reason in ``infoflow.error``, every RUNNING run of the

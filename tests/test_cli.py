@@ -8,8 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -263,38 +261,6 @@ def test_ui_on_a_busy_port_is_a_user_error(tmp_path: Path, monkeypatch) -> None:
         busy.listen()
         result = CliRunner().invoke(app, ["ui", "--port", str(busy.getsockname()[1])])
     assert result.exit_code == 2 and "is not free on 127.0.0.1" in result.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
-@pytest.mark.e2e
-def test_ui_serves_the_store_on_localhost(tmp_path: Path) -> None:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    server = subprocess.Popen(
-        [INFOFLOW, "ui", "--port", str(port)], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                assert server.poll() is None, server.stdout.read()
-                assert time.monotonic() < deadline, "MLflow UI did not come up"
-                time.sleep(0.5)
-        assert (tmp_path / "mlruns" / "mlflow.db").exists()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 NAN_PLUGIN = """

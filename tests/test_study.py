@@ -144,6 +144,18 @@ def test_median_pruner_prunes_bad_trials_early(tmp_path: Path) -> None:
         assert run.info.status == "FINISHED"
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "acc/test")]
         assert steps == [0, *sorted(trial.intermediate_values)] and max(steps) < 4
+        # told apart from a complete trial at a glance in the UI's runs table and the report
+        assert run.info.run_name.startswith(f"trial {trial.number}: lr=1e-06")
+        assert run.info.run_name.endswith(f"[pruned at epoch {max(steps)}]")
+    from infoflow_track.study.report import table_data
+
+    header, rows = table_data(study)
+    shown = {int(row[0]): row[header.index("acc/test")] for row in rows}
+    for trial in pruned:  # its last report, marked as such, not in the form of a final value
+        last = max(trial.intermediate_values)
+        assert shown[trial.number] == f"({trial.value:.4f} @ epoch {last})"
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert all(shown[t.number] == f"{t.value:.4f}" for t in complete)
 
 
 @pytest.mark.slow

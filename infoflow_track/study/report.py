@@ -45,6 +45,13 @@ class TrialRow:
     run_id: str | None
     note: str  # error of a failed trial, why an abandoned one was released
     saturated: str = ""  # layers whose I(X;T) sat at its ceiling, e.g. "h1, h2 (binning)"
+    last_epoch: int | None = None  # of a pruned trial: the epoch its value is from
+
+    @property
+    def final(self) -> bool:
+        """Whether ``values`` are the trial's final objective values (a complete trial), not
+        a pruned trial's last report."""
+        return self.state == "COMPLETE"
 
 
 def trial_rows(study: Any) -> list[TrialRow]:
@@ -56,9 +63,11 @@ def trial_rows(study: Any) -> list[TrialRow]:
         seconds = t.duration.total_seconds() if t.duration is not None else None
         note = abandoned or t.user_attrs.get(ERROR_ATTR, "")
         saturated = t.user_attrs.get(SATURATED_ATTR, "")
+        last = max(t.intermediate_values) if t.intermediate_values else None
         rows.append(TrialRow(t.number, state, t.values, dict(t.params), seconds,
                              t.user_attrs.get(RUN_ID_ATTR), note,
-                             "" if saturated == "none" else saturated))  # fmt: skip
+                             "" if saturated == "none" else saturated,
+                             last if t.state.name == "PRUNED" else None))  # fmt: skip
     return rows
 
 
@@ -78,12 +87,13 @@ def rows_csv(rows: list[TrialRow], objectives: list[tuple[str, str]]) -> str:
     params = sorted({k for row in rows for k in row.params})
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["trial", "state", *(m for m, _ in objectives), *params, "seconds",
-                     "saturated", "mlflow_run_id", "note"])  # fmt: skip
+    writer.writerow(["trial", "state", *(m for m, _ in objectives), "pruned_at_epoch", *params,
+                     "seconds", "saturated", "mlflow_run_id", "note"])  # fmt: skip
     for row in rows:
         values = row.values or [None] * len(objectives)
-        writer.writerow([row.number, row.state, *values, *(row.params.get(p) for p in params),
-                         row.seconds, row.saturated, row.run_id, row.note])  # fmt: skip
+        writer.writerow([row.number, row.state, *values, row.last_epoch,
+                         *(row.params.get(p) for p in params), row.seconds, row.saturated,
+                         row.run_id, row.note])  # fmt: skip
     return out.getvalue()
 
 
@@ -112,7 +122,7 @@ def publish_report(name: str, study: Any, tracker: Tracker, parent_run_id: str) 
     best = best_numbers(study)
     by_number = {r.number: r for r in rows}
     histories = {n: _histories(tracker, by_number[n].run_id) for n in best}
-    labels = {n: f"trial {n}" for n in best}
+    labels = {n: trial_label(n, by_number[n].params) for n in best}
     accuracy = {labels[n]: h["acc/test"] for n, h in histories.items() if "acc/test" in h}
     run.log_figure(
         plots.curves(accuracy, ylabel="test accuracy", title=f"{name}: best trials"),
@@ -209,22 +219,40 @@ def load_for_report(name: str, ref: StorageRef, tracker_uri: str) -> tuple[Any, 
     return study, tracker, parent
 
 
-def table_data(study: Any) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the terminal table: trial, state, objectives, params, seconds."""
+def table_data(study: Any, tracker: Tracker | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the terminal table: trial, state, objectives (a pruned trial's
+    last report as ``(value @ epoch N)``, not as a final value), params, seconds and the
+    trial's run (its UI URL where ``tracker`` knows the UI's address, else its id)."""
     objectives = objectives_of(study)
     rows = trial_rows(study)
     params = sorted({k for row in rows for k in row.params})
     saturated = any(row.saturated for row in rows)
     header = ["trial", "state", *(m for m, _ in objectives), *params, "seconds",
-              *["saturated"] * saturated]  # fmt: skip
+              *["saturated"] * saturated, "run"]  # fmt: skip
     body = []
     for row in rows:
-        values = [f"{v:.4f}" for v in row.values] if row.values else [""] * len(objectives)
+        values = [_value_text(v, row) for v in row.values] if row.values else [""] * len(
+            objectives)  # fmt: skip
         shown = [_short(row.params.get(p)) for p in params]
         seconds = "" if row.seconds is None else f"{row.seconds:.1f}"
+        run = "" if row.run_id is None else row.run_id
+        if tracker is not None and row.run_id is not None:
+            run = tracker.run_url(row.run_id) or run
         body.append([str(row.number), row.state, *values, *shown, seconds,
-                     *[row.saturated] * saturated])  # fmt: skip
+                     *[row.saturated] * saturated, run])  # fmt: skip
     return header, body
+
+
+def trial_label(number: int, params: dict[str, Any]) -> str:
+    """A figure legend for a trial: its number and parameters, ``trial 3 (lr=0.003, ...)``."""
+    shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
+    return f"trial {number} ({shown})" if shown else f"trial {number}"
+
+
+def _value_text(value: float, row: TrialRow) -> str:
+    if row.final or value is None:
+        return "" if value is None else f"{value:.4f}"
+    return f"({value:.4f} @ epoch {row.last_epoch})" if row.last_epoch is not None else ""
 
 
 def _short(value: Any) -> str:

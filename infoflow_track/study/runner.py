@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -152,16 +153,35 @@ def open_study(spec: StudySpec, ref: StorageRef, tracker: Tracker) -> OpenStudy:
             study = None
         if study is not None and not _half_made(study):
             _check_same_study(study, spec, identity, ref)
-        experiment = tracker.experiment_id(spec.name)  # may refuse a deleted experiment
+        # may refuse a deleted experiment
+        experiment = tracker.experiment_id(spec.name, study_description(spec))
         if study is None:
             study = optuna.create_study(
                 study_name=spec.name, storage=storage, directions=spec.directions
             )
+        if study.metric_names is None:  # optuna-dashboard labels the objectives so
+            with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([o.label for o in spec.objectives])
         if IDENTITY_ATTR not in study.user_attrs:
             study.set_user_attr(IDENTITY_ATTR, identity)
         parent = _parent_run(study, spec, ref, tracker, experiment)
         release_abandoned(study, storage, tracker)
     return OpenStudy(study, storage, parent)
+
+
+def study_description(spec: StudySpec) -> str:
+    """The study's experiment description (Markdown): what is searched, for what, and how
+    to find the trials, then the spec's own ``description``."""
+    objectives = ", ".join(f"`{o.label}` ({o.direction})" for o in spec.objectives)
+    searched = ", ".join(f"`{name}`" for name in spec.search) or "nothing (fixed settings)"
+    lines = [
+        f"Optuna study **{spec.name}**: plugin `{spec.plugin}`, {spec.n_trials} trials over "
+        f"{searched}; objective {objectives}.",
+        f"The parent run `{spec.name}` holds the spec; its child runs are the trials, named by "
+        "their parameters and tagged `infoflow.trial_number` and `infoflow.trial_state`.",
+    ]
+    return "\n\n".join([*lines, spec.description] if spec.description else lines)
 
 
 def _half_made(study: Any) -> bool:
@@ -295,6 +315,28 @@ class StopRequest:
             raise KeyboardInterrupt
 
 
+class TrialProgress:
+    """Epoch listener saying how far a running trial is, ``  trial 4: epoch 12/50, 31 s,
+    about 98 s left``, at most every ``every_s`` seconds (a trial shorter than that says
+    nothing until its line in the study's table)."""
+
+    def __init__(self, echo: Echo, number: int, epochs: int, every_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.echo, self.number, self.epochs, self.every_s = echo, number, epochs, every_s
+        self.clock = clock
+        self.started = self.shown = clock()
+
+    def __call__(self, step: int, metrics: Any) -> None:
+        now = self.clock()
+        if now - self.shown < self.every_s or step >= self.epochs:
+            return
+        self.shown = now
+        elapsed = now - self.started
+        left = elapsed / step * (self.epochs - step)
+        self.echo(f"  trial {self.number}: epoch {step}/{self.epochs}, {elapsed:.0f} s, "
+                  f"about {left:.0f} s left")  # fmt: skip
+
+
 def work(
     job: StudyJob, worker: int, echo: Echo, device: str | None = None, event: Any = None
 ) -> None:
@@ -312,6 +354,7 @@ def work(
     )  # fmt: skip
     settings = spec.settings if device is None else replace(spec.settings, device=device)
     stop = StopRequest(event)
+    epochs = epoch_steps(spec)
     with stop.installed():
         while job.deadline is None or time.time() < job.deadline:
             trial = None
@@ -324,9 +367,10 @@ def work(
                         return
                     trial = study.ask()
                     claim(storage, trial._trial_id)
+                progress = TrialProgress(echo, trial.number, epochs)
                 outcome = run_trial(study, trial, spec, storage=storage, tracker=tracker,
                                     parent_run_id=job.parent_run_id, settings=settings,
-                                    listeners=[stop.check])  # fmt: skip
+                                    listeners=[stop.check, progress])  # fmt: skip
             except KeyboardInterrupt:
                 if threading.current_thread() is threading.main_thread():
                     signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the clean-up finish

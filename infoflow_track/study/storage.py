@@ -38,6 +38,7 @@ HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0
 #: Trial user attributes written by infoflow.
 RUN_ID_ATTR = "mlflow_run_id"
+RUN_URL_ATTR = "mlflow_run_url"  # where the MLflow UI's address is known
 OWNER_ATTR = "infoflow.owner"
 HEARTBEAT_ATTR = "infoflow.heartbeat"
 ABANDONED_ATTR = "infoflow.abandoned"

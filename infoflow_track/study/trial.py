@@ -4,7 +4,9 @@ The objective is reported every epoch (single objective) so that the study's pru
 the trial; a pruned trial's run ends FINISHED at the epoch it reached. A trial that raises or
 diverges is told FAIL with its error on the trial and in its MLflow run; the caller goes on.
 The MLflow run carries the trial number and, at the end, its state (COMPLETE, PRUNED, FAIL);
-the trial carries the run id as the user attribute ``mlflow_run_id``.
+the trial carries the run id as the user attribute ``mlflow_run_id`` and, where the MLflow UI's
+address is known, the run's page as ``mlflow_run_url``. The run is named by the trial's number
+and parameters, with ``[pruned at epoch N]`` added if the pruner stopped it.
 """
 
 from __future__ import annotations
@@ -19,11 +21,23 @@ from typing import Any
 from infoflow_track.engine import EpochListener, StopEarly
 from infoflow_track.experiment import execute_run, plan_run, saturated_text
 from infoflow_track.hparams import format_value
-from infoflow_track.names import ERROR_TAG, STUDY_TAG, TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
+from infoflow_track.names import (
+    ERROR_TAG,
+    RUN_NAME_TAG,
+    STUDY_TAG,
+    TRIAL_NUMBER_TAG,
+    TRIAL_STATE_TAG,
+)
 from infoflow_track.replicates import bound
 from infoflow_track.settings import RunSettings
 from infoflow_track.study.spec import Objective, StudySpec
-from infoflow_track.study.storage import ERROR_ATTR, RUN_ID_ATTR, SATURATED_ATTR, heartbeat
+from infoflow_track.study.storage import (
+    ERROR_ATTR,
+    RUN_ID_ATTR,
+    RUN_URL_ATTR,
+    SATURATED_ATTR,
+    heartbeat,
+)
 from infoflow_track.tracking import RunLogger, Tracker, is_disk_full
 
 
@@ -78,12 +92,15 @@ def run_trial(
     overrides = {**spec.fixed, **params}
     tags = {STUDY_TAG: spec.name, TRIAL_NUMBER_TAG: str(trial.number),
             TRIAL_STATE_TAG: "RUNNING"}  # fmt: skip
-    run_name = f"{spec.name}-trial-{trial.number}"
+    run_name = trial_run_name(trial.number, params)
     runs: list[RunLogger] = []
 
     def on_start(run: RunLogger) -> None:
         runs.append(run)
         trial.set_user_attr(RUN_ID_ATTR, run.run_id)
+        url = tracker.run_url(run.run_id, tracker.experiment_id(spec.name))
+        if url is not None:  # optuna-dashboard shows it beside the trial
+            trial.set_user_attr(RUN_URL_ATTR, url)
 
     single = spec.objectives[0] if len(spec.objectives) == 1 else None
     try:
@@ -107,6 +124,8 @@ def run_trial(
     finish = functools.partial(_finish, study, trial, runs[0], started=started,
                                warnings=result.warnings)  # fmt: skip
     if result.stopped:
+        where = result.stopped.split(":", 1)[0]  # "pruned at epoch N"
+        runs[0].set_tags({RUN_NAME_TAG: f"{run_name[:220]} [{where[:26]}]"})
         return finish(TrialState.PRUNED, None, result.stopped)
     values = [bound(result.metrics, o.metric, o.statistic) for o in spec.objectives]
     for objective, value in zip(spec.objectives, values, strict=True):
@@ -117,6 +136,13 @@ def run_trial(
         if not math.isfinite(value):
             return finish(TrialState.FAIL, None, f"objective {objective.label} is {value}")
     return finish(TrialState.COMPLETE, values, "")
+
+
+def trial_run_name(number: int, params: Mapping[str, Any]) -> str:
+    """``trial 3: lr=0.003, widths=10,7,5``: the trial's number and sampled parameters (at
+    most 250 characters, MLflow's limit for a run name)."""
+    name = f"trial {number}: " + ", ".join(f"{k}={format_value(v)}" for k, v in params.items())
+    return name.removesuffix(": ")[:250]
 
 
 def _finish(study, trial, run, state, values, detail, started, warnings=()) -> TrialOutcome:
