@@ -4,7 +4,8 @@ Runs a small study (mlp on digits, 6 trials, median pruning) into a fresh store,
 best trials (`infoflow compare --study`), serves the store with `infoflow ui` and photographs:
 
 1. ``experiment.png``: the study's experiment as it opens (model training: the runs table);
-2. ``runs_by_objective.png``: the runs table sorted by the objective, ``acc/test``;
+2. ``runs_table.png``: the runs table as the printed link opens it (infoflow's saved view:
+   objective, parameters and trial state in view, best first);
 3. ``trial_metrics.png``: a trial's charts (MI, CKA and accuracy per epoch);
 4. ``compare.png``: the cross-run information-plane figure on the parent run's artifacts.
 
@@ -23,7 +24,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import urllib.parse
 from pathlib import Path
 
 from infoflow_track.uiserver import rest, wait_until_serving
@@ -119,16 +119,16 @@ def main() -> None:
             trials = [r for r in runs if r is not parent and r["info"]["status"] == "FINISHED"]
             best = max(trials, key=lambda r: next(
                 m["value"] for m in r["data"]["metrics"] if m["key"] == "acc/test"))  # fmt: skip
-            order = urllib.parse.quote("metrics.`acc/test`")
+            view = "workflowType=machine_learning"
             profile = root / "chromium"
-            shots = {
+            shots = {  # as a link opens them: the plain experiment, then what we print
                 "experiment.png": f"{base}/#/experiments/{exp_id}",
-                "runs_by_objective.png": f"{base}/#/experiments/{exp_id}/runs?orderByKey="
-                f"{order}&orderByAsc=false",
+                "runs_table.png": f"{base}/#/experiments/{exp_id}/runs?{view}"
+                "&viewStateShareKey=infoflow",
                 "trial_metrics.png": f"{base}/#/experiments/{exp_id}/runs/"
-                f"{best['info']['run_id']}/model-metrics",
+                f"{best['info']['run_id']}/model-metrics?{view}",
                 "compare.png": f"{base}/#/experiments/{exp_id}/runs/{parent['info']['run_id']}"
-                "/artifacts/compare/information_planes.png",
+                f"/artifacts/compare/information_planes.png?{view}",
             }
             for name, url in shots.items():
                 shoot(chromium, url, args.out / name, profile)

@@ -566,7 +566,7 @@ def _run_spec(spec: Any, ref: Any, uri: str, workers: int) -> None:
         f"study {spec.name}: {spec.plugin} on {spec.settings.dataset}, {spec.n_trials} trials "
         f"({before.finished} finished before), sampler {spec.sampler.describe()}, pruner "
         f"{spec.pruner.describe()}, {workers} worker(s)\n  storage: {ref.shown}\n  open: "
-        f"{tracker.where(opened.parent_run_id)} (the trials are its child runs)"
+        f"{_study_link(tracker, opened.parent_run_id)}"
     )
     counts = run_study(spec, ref, tracker, opened, workers=workers, echo=typer.echo)
     with user_errors():
@@ -580,6 +580,13 @@ def _run_spec(spec: Any, ref: Any, uri: str, workers: int) -> None:
         typer.echo(f"  {note}")
     if counts.finished < spec.n_trials:
         typer.echo("  the budget is not met yet (timeout or a stopped worker): rerun to continue")
+
+
+def _study_link(tracker: Any, parent_run_id: str) -> str:
+    """The study's runs table in the UI (objective and parameters in view), else its parent
+    run's id."""
+    table = tracker.runs_table_url(tracker.experiment_of(parent_run_id))
+    return table or f"parent run {parent_run_id} (the trials are its child runs)"
 
 
 @app.command("report")
@@ -615,7 +622,7 @@ def report(
     notes = publish_report(name, study, tracker, parent)
     typer.echo(f"best: {best_text(study)}\nfigures and trials.csv logged to parent run "
                f"{parent} (experiment '{name}', store {tracker.shown})")  # fmt: skip
-    typer.echo(f"  open: {tracker.where(parent)}")
+    typer.echo(f"  open: {_study_link(tracker, parent)}")
     for note in notes:
         typer.echo(f"  {note}")
 
@@ -702,7 +709,8 @@ def ui(
         tracker = Tracker(tracking_uri)  # validated, and created once if new
         cmd = ui_command(tracker.uri, port, workers)
     typer.echo(
-        f"MLflow UI for {tracker.shown} at http://127.0.0.1:{port} (Ctrl-C to stop); "
+        f"MLflow UI for {tracker.shown} at http://127.0.0.1:{port}/#/?workflowType="
+        "machine_learning (model training; Ctrl-C to stop); "
         f"links in runs and trials: set INFOFLOW_UI_URL=http://127.0.0.1:{port}"
     )
     sys.stdout.flush()

@@ -46,6 +46,10 @@ FRAMEWORK_METRIC_PREFIXES = ("acc/", "loss/", "sd/", "ci95/", *(f"{q}/" for q in
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 NOTE_TAG = "mlflow.note.content"
+#: An experiment tag holding a saved runs-table view (columns, order, expanded runs) that a
+#: UI link selects with ``viewStateShareKey=infoflow``: a study's objective and parameters in
+#: view, best trial first.
+RUNS_VIEW_TAG = "mlflow.sharedViewState.infoflow"
 #: Shown as a run's name in the UI; set again when a trial ends pruned.
 RUN_NAME_TAG = "mlflow.runName"
 

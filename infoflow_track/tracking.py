@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import re
@@ -18,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from infoflow_track.names import (
     MODEL_TRAINING_KIND,
     NOTE_TAG,
     OWNER_TAG,
+    RUNS_VIEW_TAG,
 )
 from infoflow_track.owners import owner_alive, owner_id
 from infoflow_track.uris import mask_credentials, split_credentials
@@ -45,6 +47,8 @@ _MAX_METRICS_PER_CALL = 1000
 #: The MLflow UI's address, for links, where the tracking URI is no server's (e.g. SQLite
 #: served by `infoflow ui`): http://127.0.0.1:5000.
 UI_URL_ENV = "INFOFLOW_UI_URL"
+#: The query that opens the MLflow UI's model-training pages (else its GenAI ones).
+_TRAINING_VIEW = "workflowType=machine_learning"
 #: An experiment's description where its maker gives none (Markdown, shown by the UI).
 DEFAULT_DESCRIPTION = (
     "Runs of infoflow, one per configuration, each with "
@@ -316,12 +320,39 @@ class Tracker:
         return None
 
     def run_url(self, run_id: str, experiment_id: str | None = None) -> str | None:
-        """The run's page in the MLflow UI, or None where no UI address is known."""
+        """The run's page in the MLflow UI (model-training view), or None where no UI
+        address is known."""
         base = self.ui_address
         if base is None:
             return None
         experiment_id = experiment_id or self.experiment_of(run_id)
-        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{_TRAINING_VIEW}"
+
+    def runs_table_url(self, experiment_id: str) -> str | None:
+        """The experiment's runs table in the MLflow UI, in the saved infoflow view where
+        the experiment has one (:meth:`save_runs_view`); None without a UI address."""
+        base = self.ui_address
+        if base is None:
+            return None
+        tags = self.client.get_experiment(experiment_id).tags
+        view = "&viewStateShareKey=infoflow" if RUNS_VIEW_TAG in tags else ""
+        return f"{base}/#/experiments/{experiment_id}/runs?{_TRAINING_VIEW}{view}"
+
+    def save_runs_view(self, experiment_id: str, *, metrics: Sequence[str],
+                       params: Sequence[str], tags: Sequence[str], order_by: str,
+                       ascending: bool, expanded: Sequence[str]) -> None:  # fmt: skip
+        """Save the experiment's runs-table view the UI opens with ``viewStateShareKey``:
+        those metric, param and tag columns, sorted by metric ``order_by``, the runs
+        ``expanded`` showing their children."""
+        columns = ([f"metrics.`{m}`" for m in metrics] + [f"params.`{p}`" for p in params]
+                   + [f"tags.`{t}`" for t in tags])  # fmt: skip
+        view = {
+            "orderByKey": f"metrics.`{order_by}`",
+            "orderByAsc": ascending,
+            "selectedColumns": columns,
+            "runsExpanded": dict.fromkeys(expanded, True),
+        }
+        self.client.set_experiment_tag(experiment_id, RUNS_VIEW_TAG, json.dumps(view))
 
     def where(self, run_id: str, experiment_id: str | None = None) -> str:
         """Where to look at a run: its UI URL if a UI address is known, else its id."""

@@ -3,6 +3,7 @@ its pages are built from), and what optuna-dashboard reads from the study's stor
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -71,6 +72,14 @@ def test_the_ui_server_shows_a_study_as_model_training_with_named_linked_runs(
         tags = tags_of(experiment)
         assert tags["mlflow.experimentKind"] == "custom_model_development"  # runs, not GenAI
         assert "Optuna study **ui**" in tags["mlflow.note.content"]
+        view = json.loads(tags["mlflow.sharedViewState.infoflow"])  # what printed links open
+        assert view["orderByKey"] == "metrics.`acc/test`" and view["orderByAsc"] is False
+        assert view["selectedColumns"] == [
+            "metrics.`acc/test`",
+            "params.`lr`",
+            "params.`activation`",
+            "tags.`infoflow.trial_state`",
+        ]
         found = rest(base, "runs/search", {"experiment_ids": [experiment["experiment_id"]],
                                            "max_results": 100})["runs"]  # fmt: skip
         runs = {r["info"]["run_id"]: r for r in found}
@@ -82,9 +91,8 @@ def test_the_ui_server_shows_a_study_as_model_training_with_named_linked_runs(
         for trial in study.trials:
             run_id = trial.user_attrs["mlflow_run_id"]
             exp_id = experiment["experiment_id"]
-            assert (
-                trial.user_attrs["mlflow_run_url"] == f"{base}/#/experiments/{exp_id}/runs/{run_id}"
-            )
+            link = f"{base}/#/experiments/{exp_id}/runs/{run_id}?workflowType=machine_learning"
+            assert trial.user_attrs["mlflow_run_url"] == link  # model-training pages, not GenAI
             run = rest(base, f"runs/get?run_id={run_id}")["run"]  # the link's run is served
             run_tags = tags_of(run["data"])
             assert run_tags["mlflow.parentRunId"] == parent["info"]["run_id"]
@@ -94,7 +102,7 @@ def test_the_ui_server_shows_a_study_as_model_training_with_named_linked_runs(
             assert name.startswith(f"trial {trial.number}: ")
             assert f"activation={trial.params['activation']}" in name
             params = {p["key"]: p["value"] for p in run["data"]["params"]}
-            assert f"lr={params['lr']}" in name  # the name says the run's own parameters
+            assert f"lr={float(params['lr']):.4g}" in name  # the run's own parameters
     finally:
         server.terminate()
         server.wait(timeout=60)

@@ -38,8 +38,15 @@ def test_run_urls_need_a_known_ui_address(sqlite_uri: str, monkeypatch) -> None:
     assert tracker.run_url(run.run_id) is None
     assert tracker.where(run.run_id) == f"run {run.run_id}"
     monkeypatch.setenv("INFOFLOW_UI_URL", "http://127.0.0.1:5000/")
-    expected = f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{run.run_id}"
+    expected = (f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{run.run_id}"
+                "?workflowType=machine_learning")  # fmt: skip
     assert tracker.run_url(run.run_id) == expected == tracker.where(run.run_id)
+    assert tracker.runs_table_url(experiment) == (
+        f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning"
+    )
+    tracker.save_runs_view(experiment, metrics=["acc/test"], params=["lr"], tags=[],
+                           order_by="acc/test", ascending=False, expanded=[run.run_id])  # fmt: skip
+    assert tracker.runs_table_url(experiment).endswith("&viewStateShareKey=infoflow")
     run.end()
 
 
@@ -58,7 +65,8 @@ def test_a_run_is_named_by_its_plugin_changed_params_data_and_seeds() -> None:
 def test_trial_names_carry_the_sampled_parameters() -> None:
     from infoflow_track.study.trial import trial_run_name
 
-    assert trial_run_name(3, {"lr": 0.003, "widths": (64, 32)}) == "trial 3: lr=0.003, widths=64,32"
+    named = trial_run_name(3, {"lr": 0.0031622776, "widths": (64, 32), "tanh": True})
+    assert named == "trial 3: lr=0.003162, widths=64,32, tanh=true"
     assert trial_run_name(0, {}) == "trial 0"
     assert len(trial_run_name(1, {"p": "x" * 400})) == 250
 

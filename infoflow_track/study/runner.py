@@ -29,6 +29,7 @@ from infoflow_track.errors import UserError, choices_text
 from infoflow_track.estimators import option_params
 from infoflow_track.figures import draw_logged_figures
 from infoflow_track.hparams import parse_config
+from infoflow_track.names import TRIAL_STATE_TAG
 from infoflow_track.registry import get_entry
 from infoflow_track.study.algorithms import make_pruner, make_sampler
 from infoflow_track.study.report import BEST_SHOWN
@@ -166,6 +167,12 @@ def open_study(spec: StudySpec, ref: StorageRef, tracker: Tracker) -> OpenStudy:
         if IDENTITY_ATTR not in study.user_attrs:
             study.set_user_attr(IDENTITY_ATTR, identity)
         parent = _parent_run(study, spec, ref, tracker, experiment)
+        first = spec.objectives[0]
+        tracker.save_runs_view(
+            experiment, metrics=list(dict.fromkeys(o.metric for o in spec.objectives)),
+            params=list(spec.search), tags=[TRIAL_STATE_TAG], order_by=first.metric,
+            ascending=first.direction == "minimize", expanded=[parent],
+        )  # fmt: skip
         release_abandoned(study, storage, tracker)
     return OpenStudy(study, storage, parent)
 

@@ -139,9 +139,12 @@ def run_trial(
 
 
 def trial_run_name(number: int, params: Mapping[str, Any]) -> str:
-    """``trial 3: lr=0.003, widths=10,7,5``: the trial's number and sampled parameters (at
-    most 250 characters, MLflow's limit for a run name)."""
-    name = f"trial {number}: " + ", ".join(f"{k}={format_value(v)}" for k, v in params.items())
+    """``trial 3: lr=0.003162, widths=10,7,5``: the trial's number and sampled parameters,
+    floats to 4 significant digits (the params hold them in full), at most 250 characters
+    (MLflow's limit for a run name)."""
+    shown = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={format_value(v)}"
+             for k, v in params.items())  # fmt: skip
+    name = f"trial {number}: " + ", ".join(shown)
     return name.removesuffix(": ")[:250]
 
 
