@@ -398,10 +398,12 @@ def _run_plan(plan: Any, uri: str, experiment: str, run_name: str | None,
             else ""
         )
     )
-    with _epoch_progress(plan.total_epochs, every_epoch) as listener:
-        result = execute_run(
-            plan, tracker, experiment=experiment, run_name=run_name, listeners=[listener]
-        )
+    from infoflow_track.interrupt import StopRequest
+
+    stop = StopRequest()  # Ctrl-C ends the run at an epoch end, a second one at once
+    with stop.installed(), _epoch_progress(plan.total_epochs, every_epoch) as listener:
+        result = execute_run(plan, tracker, experiment=experiment, run_name=run_name,
+                             listeners=[listener, stop.check])  # fmt: skip
     from rich.console import Console
 
     Console(width=200).print(measures_table(result.metrics, "layer measures, last epoch"))

@@ -313,6 +313,7 @@ def test_ctrl_c_ends_the_run_as_killed(tmp_path: Path, sqlite_uri: str) -> None:
     finally:
         proc.kill()
     assert proc.returncode == 130 and "Traceback" not in stderr
+    assert "stopping after this epoch" in stderr  # not cut mid-write
     client = MlflowClient(sqlite_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("mlp").experiment_id])
     assert run.info.status == "KILLED"

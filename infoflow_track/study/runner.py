@@ -20,8 +20,8 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,6 +29,7 @@ from infoflow_track.errors import UserError, choices_text
 from infoflow_track.estimators import option_params
 from infoflow_track.figures import draw_logged_figures
 from infoflow_track.hparams import parse_config
+from infoflow_track.interrupt import StopRequest
 from infoflow_track.names import TRIAL_STATE_TAG
 from infoflow_track.registry import get_entry
 from infoflow_track.study.algorithms import make_pruner, make_sampler
@@ -287,39 +288,6 @@ def draw_best_figures(study: Any, tracker: Tracker) -> None:
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if tracker.experiment_of(run_id) is not None:
             draw_logged_figures(tracker, run_id)
-
-
-class StopRequest:
-    """Ctrl-C as a request: the first stops the worker at the next epoch end (its run and
-    trial are closed cleanly, no database write is cut in half), a second stops it at once.
-    ``event`` carries the request from the parent to spawned workers."""
-
-    def __init__(self, event: Any = None) -> None:
-        self.event = event
-        self.requested = False
-
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping after this epoch (Ctrl-C again stops at once)", file=sys.stderr,
-              flush=True)  # fmt: skip
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = signal.signal(signal.SIGINT, self._on_sigint)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-    def check(self, *_: Any) -> None:
-        """Raise KeyboardInterrupt if a stop was requested (also an epoch listener)."""
-        if self.requested or (self.event is not None and self.event.is_set()):
-            raise KeyboardInterrupt
 
 
 class TrialProgress:
