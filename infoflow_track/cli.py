@@ -381,7 +381,10 @@ def run(
 
 def _run_plan(plan: Any, uri: str, experiment: str, run_name: str | None,
               every_epoch: bool = False) -> None:  # fmt: skip
+    from rich.console import Console
+
     from infoflow_track.experiment import execute_run
+    from infoflow_track.interrupt import StopRequest
     from infoflow_track.tracking import Tracker, resolve_tracking_uri
 
     with user_errors():
@@ -398,14 +401,10 @@ def _run_plan(plan: Any, uri: str, experiment: str, run_name: str | None,
             else ""
         )
     )
-    from infoflow_track.interrupt import StopRequest
-
     stop = StopRequest()  # Ctrl-C ends the run at an epoch end, a second one at once
     with stop.installed(), _epoch_progress(plan.total_epochs, every_epoch) as listener:
         result = execute_run(plan, tracker, experiment=experiment, run_name=run_name,
                              listeners=[listener, stop.check])  # fmt: skip
-    from rich.console import Console
-
     Console(width=200).print(measures_table(result.metrics, "layer measures, last epoch"))
     summary = _headline(result.metrics)
     ui_command = "infoflow ui"
@@ -664,8 +663,11 @@ def compare(
             ids, parent, tracker = _study_runs(study, storage, uri)
         else:
             tracker = Tracker(uri, create=False)
-            ids = cmp.experiment_runs(tracker, experiment) if experiment else list(run_ids)
-            cmp.check_runs(tracker, ids)
+            if experiment:
+                ids = cmp.experiment_runs(tracker, experiment)
+            else:
+                ids = list(run_ids)
+                cmp.check_runs(tracker, ids)
         runs, notes = cmp.load_planes(tracker, ids[: cmp.MOST_RUNS], estimator)
         if not runs:
             raise UserError("none of the runs logged information-plane records: "

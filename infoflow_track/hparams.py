@@ -209,6 +209,13 @@ def _invalid(spec: HParamSpec, value: Any) -> UserError:
     )
 
 
+def params_text(params: Mapping[str, Any]) -> str:
+    """``lr=0.003162, widths=64,32``: parameters as a run name or legend shows them, floats
+    to 4 significant digits."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={format_value(v)}"
+                     for k, v in params.items())  # fmt: skip
+
+
 def format_value(value: Any, none: str | None = None) -> str:
     """The text form of a value: tuples as ``256,128,64``, booleans as true/false, None as
     ``none`` (the field's word for it)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from infoflow_track.errors import UserError, choices_text
+from infoflow_track.hparams import params_text
 from infoflow_track.names import MI_QUANTITIES
 from infoflow_track.study.spec import read_spec, resolve_spec_path
 from infoflow_track.study.storage import (
@@ -122,7 +123,9 @@ def publish_report(name: str, study: Any, tracker: Tracker, parent_run_id: str) 
     best = best_numbers(study)
     by_number = {r.number: r for r in rows}
     histories = {n: _histories(tracker, by_number[n].run_id) for n in best}
-    labels = {n: trial_label(n, by_number[n].params) for n in best}
+    labels = {
+        n: f"trial {n}: {params_text(by_number[n].params)}".removesuffix(": ") for n in best
+    }  # the trials' run names
     accuracy = {labels[n]: h["acc/test"] for n, h in histories.items() if "acc/test" in h}
     run.log_figure(
         plots.curves(accuracy, ylabel="test accuracy", title=f"{name}: best trials"),
@@ -229,6 +232,8 @@ def table_data(study: Any, tracker: Tracker | None = None) -> tuple[list[str], l
     saturated = any(row.saturated for row in rows)
     header = ["trial", "state", *(m for m, _ in objectives), *params, "seconds",
               *["saturated"] * saturated, "run"]  # fmt: skip
+    first = next((row.run_id for row in rows if row.run_id), None)
+    experiment = tracker.experiment_of(first) if tracker and first else None  # all trials'
     body = []
     for row in rows:
         values = [_value_text(v, row) for v in row.values] if row.values else [""] * len(
@@ -237,16 +242,10 @@ def table_data(study: Any, tracker: Tracker | None = None) -> tuple[list[str], l
         seconds = "" if row.seconds is None else f"{row.seconds:.1f}"
         run = "" if row.run_id is None else row.run_id
         if tracker is not None and row.run_id is not None:
-            run = tracker.run_url(row.run_id) or run
+            run = tracker.run_url(row.run_id, experiment) or run
         body.append([str(row.number), row.state, *values, *shown, seconds,
                      *[row.saturated] * saturated, run])  # fmt: skip
     return header, body
-
-
-def trial_label(number: int, params: dict[str, Any]) -> str:
-    """A figure legend for a trial: its number and parameters, ``trial 3 (lr=0.003, ...)``."""
-    shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
-    return f"trial {number} ({shown})" if shown else f"trial {number}"
 
 
 def _value_text(value: float, row: TrialRow) -> str:

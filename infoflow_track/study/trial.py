@@ -20,7 +20,7 @@ from typing import Any
 
 from infoflow_track.engine import EpochListener, StopEarly
 from infoflow_track.experiment import execute_run, plan_run, saturated_text
-from infoflow_track.hparams import format_value
+from infoflow_track.hparams import format_value, params_text
 from infoflow_track.names import (
     ERROR_TAG,
     RUN_NAME_TAG,
@@ -142,10 +142,7 @@ def trial_run_name(number: int, params: Mapping[str, Any]) -> str:
     """``trial 3: lr=0.003162, widths=10,7,5``: the trial's number and sampled parameters,
     floats to 4 significant digits (the params hold them in full), at most 250 characters
     (MLflow's limit for a run name)."""
-    shown = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={format_value(v)}"
-             for k, v in params.items())  # fmt: skip
-    name = f"trial {number}: " + ", ".join(shown)
-    return name.removesuffix(": ")[:250]
+    return f"trial {number}: {params_text(params)}".removesuffix(": ")[:250]
 
 
 def _finish(study, trial, run, state, values, detail, started, warnings=()) -> TrialOutcome:
