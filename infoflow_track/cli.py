@@ -25,6 +25,7 @@ except ImportError:  # an older typer on the installed Click
     from click import exceptions as click_errors
 
 from infoflow_track.errors import UserError
+from infoflow_track.study.storage import HEARTBEAT_S
 from infoflow_track.uris import mask_credentials
 
 
@@ -529,24 +530,45 @@ def study(
         float | None, typer.Option(help="seconds after which no new trial starts")
     ] = None,
     name: Annotated[str | None, typer.Option(help="study name (default: the spec's)")] = None,
+    heartbeat: Annotated[
+        int,
+        typer.Option(
+            help="seconds between a running trial's heartbeats; a trial silent for 5 of them "
+            "is failed and retried (give every host the same)",
+            min=1,
+            max=3600,
+        ),
+    ] = HEARTBEAT_S,
     data_dir: DataDirOption = None,
     download: DownloadOption = False,
     tracking_uri: TrackingUriOption = None,
 ) -> None:
-    """Run (or continue) an Optuna study: one MLflow parent run, a child run per trial."""
+    """Run (or continue) an Optuna study: one MLflow parent run, a child run per trial.
+
+    With a shared --storage, a study that exists there can be joined by its name alone on a
+    host without the spec file: the spec travels with the study."""
     from infoflow_track.hparams import parse_assignments
-    from infoflow_track.study.runner import check_runnable
+    from infoflow_track.study.runner import check_runnable, recorded_spec
     from infoflow_track.study.spec import load_spec
     from infoflow_track.study.storage import resolve_storage
     from infoflow_track.tracking import default_store_dir, resolve_tracking_uri
 
     _use_data_options(data_dir, download)
     with user_errors():
-        spec = load_spec(target, overrides=parse_assignments(set_ or []), n_trials=n_trials,
-                         timeout=timeout, name=name)  # fmt: skip
-        check_runnable(spec)
         uri = resolve_tracking_uri(tracking_uri)
-        ref = resolve_storage(storage, default_store_dir(uri))
+        ref = resolve_storage(storage, default_store_dir(uri), heartbeat)
+        overrides = parse_assignments(set_ or [])
+        try:
+            spec = load_spec(target, overrides=overrides, n_trials=n_trials, timeout=timeout,
+                             name=name)  # fmt: skip
+        except UserError as missing:
+            if not str(missing).startswith("unknown study") or overrides or name:
+                raise
+            ref.check()
+            spec = recorded_spec(ref, target, n_trials=n_trials, timeout=timeout)
+            if spec is None:
+                raise missing from None
+        check_runnable(spec)
         ref.check()  # a server storage answers before either store is written
     stores = f"tracking store {mask_credentials(uri)} or study storage {ref.shown}"
     interrupted = "the running trials are failed and queued again; rerun to continue"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -43,3 +44,11 @@ class StopRequest:
         """Raise KeyboardInterrupt if a stop was requested (also an epoch listener)."""
         if self.requested or (self.event is not None and self.event.is_set()):
             raise KeyboardInterrupt
+
+    def wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, raising KeyboardInterrupt as soon as a stop is requested."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.check()
+            time.sleep(min(left, 0.2))
+        self.check()

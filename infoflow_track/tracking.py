@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -140,12 +139,10 @@ def _creation_lock(db: Path | None) -> Iterator[None]:
     if db is None:
         yield
         return
-    with open(db.parent / f".{db.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    from filelock import FileLock
+
+    with FileLock(db.parent / f".{db.name}.lock"):
+        yield
 
 
 def check_experiment_name(name: str) -> str:

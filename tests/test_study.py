@@ -312,7 +312,7 @@ def test_sigkilled_worker_leaves_nothing_running_and_a_rerun_meets_the_budget(
     killed = trials[victim.number]
     assert killed.state == TrialState.FAIL
     assert "ended without finishing" in killed.user_attrs["infoflow.abandoned"]
-    (retry,) = [t for t in trials if t.user_attrs.get("infoflow.retry_of") == victim.number]
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
     assert retry.params == victim.params and retry.state == TrialState.COMPLETE
     counted = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(counted) == 4 and len(trials) == 5

@@ -13,6 +13,7 @@ from test_study import SPEC, journal_study, write_spec
 from infoflow_track import UserError
 from infoflow_track.hparams import specs
 from infoflow_track.study.algorithms import PRUNERS, SAMPLERS
+from infoflow_track.study.recovery import claim, open_with_recovery, release_abandoned
 from infoflow_track.study.space import Dimension, check_space, grid
 from infoflow_track.study.spec import load_spec
 from infoflow_track.study.storage import (
@@ -20,7 +21,6 @@ from infoflow_track.study.storage import (
     HEARTBEAT_ATTR,
     OWNER_ATTR,
     STALE_AFTER_S,
-    release_abandoned,
     resolve_storage,
 )
 
@@ -199,7 +199,7 @@ def test_trial_of_a_dead_local_worker_is_failed_and_requeued(tmp_path: Path) -> 
     frozen = study.trials[trial.number]
     assert frozen.state == TrialState.FAIL and "ended without" in frozen.user_attrs[ABANDONED_ATTR]
     (retry,) = study.get_trials(states=(TrialState.WAITING,))
-    assert retry.user_attrs["infoflow.retry_of"] == trial.number
+    assert retry.system_attrs["failed_trial"] == trial.number  # Optuna's retry record
     again = study.ask()  # the retry is taken first, with the same parameters
     assert again.suggest_float("lr", 1e-3, 1e-1, log=True) == frozen.params["lr"]
     assert release_abandoned(study, storage, None) == []  # the live (asked) trial has no owner yet
@@ -211,6 +211,78 @@ def test_remote_trial_is_released_only_after_its_heartbeat_stops(tmp_path: Path)
     storage.set_trial_user_attr(trial._trial_id, HEARTBEAT_ATTR, time.time() - STALE_AFTER_S - 5)
     assert release_abandoned(study, storage, None) == [trial.number]
     assert "no heartbeat" in journal_study(tmp_path, "s").trials[0].user_attrs[ABANDONED_ATTR]
+
+
+def test_rdb_trials_are_recovered_by_optunas_heartbeat_and_retried(tmp_path: Path) -> None:
+    """On an RDB storage the heartbeat is Optuna's (the database's clock): a trial whose
+    heartbeat is older than the grace period is failed by fail_stale_trials, its MLflow run
+    closed FAILED, and its parameters retried; a fresh one is left running."""
+    import sqlite3
+
+    import optuna
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    from infoflow_track.study.runner import tally
+    from infoflow_track.study.storage import PARENT_ATTR, RUN_ID_ATTR
+    from infoflow_track.tracking import Tracker
+
+    db = tmp_path / "optuna.db"
+    ref = resolve_storage(f"sqlite:///{db}", tmp_path, heartbeat_s=2)
+    assert ref.grace_s == 10
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    storage = open_with_recovery(ref, tracker)
+    study = optuna.create_study(study_name="s", storage=storage)
+    parent = tracker.start_run("s", run_name="s")
+    study.set_user_attr(PARENT_ATTR, parent.run_id)
+    stale, live = study.ask(), study.ask()
+    for trial in (stale, live):
+        trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+        claim(storage, trial._trial_id)
+    run = tracker.start_run("s", run_name="t0", parent_run_id=parent.run_id)
+    stale.set_user_attr(RUN_ID_ATTR, run.run_id)
+    assert release_abandoned(study, storage, tracker) == []  # both beat just now
+    with sqlite3.connect(db) as connection:  # 11 s of silence from the first trial's worker
+        connection.execute(
+            "UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-11 seconds') "
+            "WHERE trial_id = ?", (stale._trial_id,))  # fmt: skip
+    assert release_abandoned(study, storage, tracker) == [stale.number]
+    assert release_abandoned(study, storage, tracker) == []  # released once
+    trials = study.get_trials()
+    assert trials[stale.number].state == TrialState.FAIL
+    assert trials[live.number].state == TrialState.RUNNING
+    (retry,) = study.get_trials(states=(TrialState.WAITING,))
+    assert retry.system_attrs["failed_trial"] == stale.number
+    assert retry.params == trials[stale.number].params
+    counts = tally(study)
+    assert (counts.abandoned, counts.failed, counts.running, counts.waiting) == (1, 0, 1, 1)
+    closed = MlflowClient(tracker.uri).get_run(run.run_id)
+    assert closed.info.status == "FAILED" and "no heartbeat" in closed.data.tags["infoflow.error"]
+
+
+def test_a_retry_that_fails_on_its_own_counts_as_failed(tmp_path: Path) -> None:
+    """A retry starts without the abandoned attempt's owner, heartbeat, reason and run; it
+    and the trial it retries are linked by Optuna's retry records only."""
+    import socket
+
+    from infoflow_track.study.report import trial_rows
+    from infoflow_track.study.runner import tally
+
+    study, storage, _ = _running_trial(tmp_path, f"{socket.gethostname()}:999999:1", 0.0)
+    release_abandoned(study, storage, None)
+    retry = study.ask()
+    assert not {OWNER_ATTR, HEARTBEAT_ATTR, ABANDONED_ATTR} & set(retry.user_attrs)
+    study.tell(retry, state=optuna_state("FAIL"))
+    counts = tally(study)
+    assert (counts.abandoned, counts.failed, counts.finished) == (1, 1, 1)
+    rows = trial_rows(study)
+    assert [r.state for r in rows] == ["FAIL (abandoned)", "FAIL"]
+
+
+def optuna_state(name: str):
+    from optuna.trial import TrialState
+
+    return TrialState[name]
 
 
 @pytest.mark.parametrize(

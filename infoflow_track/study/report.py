@@ -21,6 +21,7 @@ from typing import Any
 from infoflow_track.errors import UserError, choices_text
 from infoflow_track.hparams import params_text
 from infoflow_track.names import MI_QUANTITIES
+from infoflow_track.study.recovery import retried_numbers
 from infoflow_track.study.spec import read_spec, resolve_spec_path
 from infoflow_track.study.storage import (
     ABANDONED_ATTR,
@@ -58,11 +59,14 @@ class TrialRow:
 def trial_rows(study: Any) -> list[TrialRow]:
     """Every trial of ``study`` in number order."""
     rows = []
-    for t in study.get_trials(deepcopy=False):
-        abandoned = t.user_attrs.get(ABANDONED_ATTR)
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    for t in trials:
+        abandoned = t.number in retried
         state = t.state.name + (" (abandoned)" if abandoned else "")
         seconds = t.duration.total_seconds() if t.duration is not None else None
-        note = abandoned or t.user_attrs.get(ERROR_ATTR, "")
+        note = (t.user_attrs.get(ABANDONED_ATTR) or "no heartbeat from its worker: retried"
+                if abandoned else t.user_attrs.get(ERROR_ATTR, ""))  # fmt: skip
         saturated = t.user_attrs.get(SATURATED_ATTR, "")
         last = max(t.intermediate_values) if t.intermediate_values else None
         rows.append(TrialRow(t.number, state, t.values, dict(t.params), seconds,

@@ -33,20 +33,24 @@ from infoflow_track.interrupt import StopRequest
 from infoflow_track.names import TRIAL_STATE_TAG
 from infoflow_track.registry import get_entry
 from infoflow_track.study.algorithms import make_pruner, make_sampler
+from infoflow_track.study.locks import locked
+from infoflow_track.study.recovery import (
+    claim,
+    open_with_recovery,
+    release,
+    release_abandoned,
+    retried_numbers,
+)
 from infoflow_track.study.report import BEST_SHOWN
-from infoflow_track.study.spec import StudySpec
+from infoflow_track.study.spec import StudySpec, joinable, joined_spec
 from infoflow_track.study.storage import (
-    ABANDONED_ATTR,
     IDENTITY_ATTR,
+    JOIN_ATTR,
     PARENT_ATTR,
     PARENT_KEY_ATTR,
     RUN_ID_ATTR,
     StorageRef,
-    claim,
-    locked,
     objectives_of,
-    release,
-    release_abandoned,
 )
 from infoflow_track.study.trial import TrialOutcome, run_trial
 from infoflow_track.tracking import Tracker, error_line, is_disk_full
@@ -79,9 +83,11 @@ def tally(study: Any) -> Tally:
     counts = dict.fromkeys(("complete", "pruned", "failed", "running", "waiting", "abandoned"), 0)
     names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
              TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}  # fmt: skip
-    for trial in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    for trial in trials:
         if trial.state == TrialState.FAIL:
-            counts["abandoned" if ABANDONED_ATTR in trial.user_attrs else "failed"] += 1
+            counts["abandoned" if trial.number in retried else "failed"] += 1
         else:
             counts[names[trial.state]] += 1
     return Tally(**counts)
@@ -118,6 +124,25 @@ def check_runnable(spec: StudySpec) -> None:
             )
 
 
+def recorded_spec(ref: StorageRef, name: str, *, n_trials: int | None,
+                  timeout: float | None) -> StudySpec | None:  # fmt: skip
+    """The spec of study ``name`` as recorded in ``ref`` by the host that opened it, or
+    None if ``ref`` holds no such study (a server storage must answer: :meth:`check`)."""
+    import optuna
+
+    if not ref.exists():
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=name, storage=ref.open())
+    except KeyError:
+        return None
+    recorded = study.user_attrs.get(JOIN_ATTR)
+    if recorded is None:
+        return None
+    return joined_spec(name, recorded, n_trials=n_trials, timeout=timeout)
+
+
 def first_point(spec: StudySpec) -> dict[str, Any]:
     """Each searched hyperparameter at its first value (a range's low end)."""
     return {n: d.choices[0] if d.kind == "categorical" else d.low for n, d in spec.search.items()}
@@ -146,8 +171,8 @@ def open_study(spec: StudySpec, ref: StorageRef, tracker: Tracker) -> OpenStudy:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with locked(ref):
-        storage = ref.open()
+    with locked(ref, spec.name):
+        storage = open_with_recovery(ref, tracker)
         identity = json.loads(json.dumps(spec.identity()))
         try:
             study = optuna.load_study(study_name=spec.name, storage=storage)
@@ -167,6 +192,7 @@ def open_study(spec: StudySpec, ref: StorageRef, tracker: Tracker) -> OpenStudy:
                 study.set_metric_names([o.label for o in spec.objectives])
         if IDENTITY_ATTR not in study.user_attrs:
             study.set_user_attr(IDENTITY_ATTR, identity)
+        study.set_user_attr(JOIN_ATTR, joinable(spec))  # the latest opener's budget
         parent = _parent_run(study, spec, ref, tracker, experiment)
         first = spec.objectives[0]
         tracker.save_runs_view(
@@ -174,7 +200,7 @@ def open_study(spec: StudySpec, ref: StorageRef, tracker: Tracker) -> OpenStudy:
             params=list(spec.search), tags=[TRIAL_STATE_TAG], order_by=first.metric,
             ascending=first.direction == "minimize", expanded=[parent],
         )  # fmt: skip
-        release_abandoned(study, storage, tracker)
+        release_abandoned(study, storage, tracker, ref.grace_s)
     return OpenStudy(study, storage, parent)
 
 
@@ -269,8 +295,8 @@ def run_study(
             draw_best_figures(study, tracker)
         status = "FINISHED"
     finally:
-        with locked(ref):  # trials of workers that died
-            released = release_abandoned(study, storage, tracker)
+        with locked(ref, spec.name):  # trials of workers that died
+            released = release_abandoned(study, storage, tracker, ref.grace_s)
         if released:
             echo(f"released trials {released} of workers that ended without finishing them")
         tracker.run(parent_run_id).end(status)
@@ -315,13 +341,16 @@ class TrialProgress:
 def work(
     job: StudyJob, worker: int, echo: Echo, device: str | None = None, event: Any = None
 ) -> None:
-    """Take trials until the budget is met or the deadline passes (one worker)."""
+    """Take trials until the budget is met or the deadline passes (one worker).
+
+    While the trials still running elsewhere would meet the budget, the worker waits: one of
+    them may be abandoned (its host cut off) and queued again for it to run."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    spec = job.spec
-    storage = job.storage.open()
+    spec, ref = job.spec, job.storage
     tracker = Tracker(job.tracking_uri)
+    storage = open_with_recovery(ref, tracker)
     study = optuna.load_study(
         study_name=spec.name, storage=storage,
         sampler=make_sampler(spec.sampler, spec.grid(), job.seed_offset + worker),
@@ -335,17 +364,18 @@ def work(
             trial = None
             try:
                 stop.check()
-                with locked(job.storage):
-                    release_abandoned(study, storage, tracker)
-                    counts = tally(study)
-                    if counts.finished + counts.running >= spec.n_trials:
-                        return
-                    trial = study.ask()
-                    claim(storage, trial._trial_id)
+                trial = next_trial(study, storage, tracker, ref, spec.name, spec.n_trials)
+                if trial is None:
+                    return
+                if trial is WAIT:
+                    stop.wait(min(WAIT_S, ref.heartbeat_s))
+                    trial = None
+                    continue
                 progress = TrialProgress(echo, trial.number, epochs)
                 outcome = run_trial(study, trial, spec, storage=storage, tracker=tracker,
                                     parent_run_id=job.parent_run_id, settings=settings,
-                                    listeners=[stop.check, progress])  # fmt: skip
+                                    listeners=[stop.check, progress],
+                                    heartbeat_s=ref.heartbeat_s)  # fmt: skip
             except KeyboardInterrupt:
                 if threading.current_thread() is threading.main_thread():
                     signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the clean-up finish
@@ -362,6 +392,30 @@ def work(
             echo(progress_line(outcome, study, spec))
             for warning in outcome.warnings:
                 echo(f"  warning (trial {outcome.number}): {warning}")
+
+
+#: What :func:`next_trial` returns while other workers' running trials fill the budget.
+WAIT = object()
+WAIT_S = 2.0  # seconds between looks while waiting (at most the heartbeat interval)
+
+
+def next_trial(study: Any, storage: Any, tracker: Tracker, ref: StorageRef, name: str,
+               n_trials: int) -> Any:  # fmt: skip
+    """Under the study lock: release abandoned trials, then start and claim the next trial;
+    None once ``n_trials`` trials are finished, :data:`WAIT` while running ones fill the
+    budget."""
+    with locked(ref, name):
+        release_abandoned(study, storage, tracker, ref.grace_s)
+        counts = tally(study)
+        if counts.finished >= n_trials:
+            return None
+        if counts.finished + counts.running >= n_trials:
+            return WAIT
+        with warnings.catch_warnings():  # Optuna's heartbeat is meant for optimize(); we
+            warnings.simplefilter("ignore")  # beat ourselves (recovery.heartbeat)
+            trial = study.ask()
+        claim(storage, trial._trial_id)
+        return trial
 
 
 def _run_processes(job: StudyJob, workers: int, echo: Echo) -> None:

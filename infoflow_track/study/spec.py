@@ -43,7 +43,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,7 @@ class StudySpec:
     text: str  # its text, kept as an artifact of the study
     description: str = ""  # shown on the parent run in the MLflow UI
     figures: str = "best"  # see FIGURES
+    overrides: Mapping[str, str] = field(default_factory=dict)  # --set key=value, as given
 
     @property
     def directions(self) -> list[str]:
@@ -202,6 +203,27 @@ def load_spec(
                       n_trials=n_trials, timeout=timeout, name=name)  # fmt: skip
 
 
+def joinable(spec: StudySpec) -> dict[str, Any]:
+    """What a host without the spec file needs to join the study: the spec's text, the
+    ``--set`` overrides and the budget it was opened with (see :func:`joined_spec`)."""
+    return {"text": spec.text, "set": dict(spec.overrides), "n_trials": spec.n_trials}
+
+
+def joined_spec(
+    name: str, recorded: Mapping[str, Any], *, n_trials: int | None, timeout: float | None
+) -> StudySpec:
+    """The spec of study ``name`` from what :func:`joinable` recorded in its storage."""
+    text = recorded["text"]
+    where = Path(f"{name} (the spec recorded in its storage)")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"malformed study spec {where}{_toml_error_text(exc, text)}") from None
+    budget = n_trials if n_trials is not None else recorded["n_trials"]
+    return parse_spec(raw, path=where, text=text, overrides=recorded["set"], n_trials=budget,
+                      timeout=timeout, name=name)  # fmt: skip
+
+
 def parse_spec(
     raw: Mapping[str, Any],
     *,
@@ -280,6 +302,7 @@ def parse_spec(
         estimator_options=estimator_options, fixed=fixed, search=search,
         objectives=objectives, sampler=sampler, pruner=pruner, n_trials=1, timeout=None,
         path=path, text=text, description=description, figures=figures,
+        overrides=dict(overrides),
     )  # fmt: skip
     points = spec.grid()
     grid_size = None if points is None else math.prod(len(v) for v in points.values())

@@ -30,13 +30,14 @@ from infoflow_track.names import (
 )
 from infoflow_track.replicates import bound
 from infoflow_track.settings import RunSettings
+from infoflow_track.study.recovery import heartbeat
 from infoflow_track.study.spec import Objective, StudySpec
 from infoflow_track.study.storage import (
     ERROR_ATTR,
+    HEARTBEAT_S,
     RUN_ID_ATTR,
     RUN_URL_ATTR,
     SATURATED_ATTR,
-    heartbeat,
 )
 from infoflow_track.tracking import RunLogger, Tracker, is_disk_full
 
@@ -80,10 +81,12 @@ def run_trial(
     parent_run_id: str,
     settings: RunSettings | None = None,
     listeners: Sequence[EpochListener] = (),
+    heartbeat_s: float = HEARTBEAT_S,
 ) -> TrialOutcome:
     """Run ``trial`` of ``study`` to its end and tell Optuna; KeyboardInterrupt propagates.
 
-    ``listeners`` hear every epoch after the objective is reported.
+    ``listeners`` hear every epoch after the objective is reported; the trial's heartbeat
+    is recorded every ``heartbeat_s`` seconds.
     """
     from optuna.trial import TrialState
 
@@ -104,7 +107,7 @@ def run_trial(
 
     single = spec.objectives[0] if len(spec.objectives) == 1 else None
     try:
-        with heartbeat(storage, trial._trial_id):  # Trial has no public id; Optuna uses this
+        with heartbeat(storage, trial._trial_id, heartbeat_s):  # _trial_id: as Optuna does
             plan = plan_run(spec.plugin, overrides, settings or spec.settings,
                             spec.estimator_options)  # fmt: skip
             result = execute_run(

@@ -1,0 +1,219 @@
+"""Trials whose worker is gone: found, failed, their MLflow runs closed, their parameters
+retried.
+
+RDB storages use Optuna's heartbeat: :func:`optuna.storages.fail_stale_trials` fails every
+RUNNING trial whose heartbeat is older than the grace period, and :class:`StaleTrials` (the
+storage's stale-trial callback) closes its MLflow run as FAILED and queues it again through
+Optuna's :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`.
+
+The journal file has no heartbeat of Optuna's, so there each trial records its owner (host,
+pid and process start time) and a heartbeat every interval in its user attributes, and
+:func:`release_abandoned` fails a RUNNING trial whose owner is gone (same host: the process
+no longer exists; other host: no heartbeat for the grace period).
+
+Either way the retry carries Optuna's ``failed_trial``/``retry_history`` system attributes,
+and abandoned trials do not count towards the budget. Call :func:`release_abandoned` under
+the study lock, so that each trial is released once.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from infoflow_track.names import ERROR_TAG, TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
+from infoflow_track.owners import owner_alive, owner_id
+from infoflow_track.study.storage import (
+    ABANDONED_ATTR,
+    ERROR_ATTR,
+    HEARTBEAT_ATTR,
+    OWNER_ATTR,
+    PARENT_ATTR,
+    RUN_ID_ATTR,
+    RUN_URL_ATTR,
+    SATURATED_ATTR,
+    STALE_AFTER_S,
+    StorageRef,
+)
+
+
+def uses_optuna_heartbeat(storage: Any) -> bool:
+    """Whether ``storage`` is an RDB storage opened with Optuna's heartbeat."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return is_heartbeat_enabled(storage)
+
+
+def open_with_recovery(ref: StorageRef, tracker: Any | None) -> Any:
+    """``ref`` opened so that its stale trials' MLflow runs are closed by ``tracker``."""
+    return ref.open(on_stale=StaleTrials(tracker, ref.grace_s))
+
+
+class StaleTrials:
+    """Optuna's stale-trial callback: close the trial's MLflow run, then retry it."""
+
+    def __init__(self, tracker: Any | None, grace_s: float) -> None:
+        self.tracker, self.grace_s = tracker, grace_s
+        self.released: list[int] = []
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        owner = trial.user_attrs.get(OWNER_ATTR, "unknown")
+        close_run(study, trial, f"no heartbeat from its worker ({owner}) for {self.grace_s} s",
+                  self.tracker)  # fmt: skip
+        retry(study, trial)
+        self.released.append(trial.number)
+
+
+#: Trial attributes of one attempt, which its retry does not inherit.
+ATTEMPT_ATTRS = (OWNER_ATTR, HEARTBEAT_ATTR, ABANDONED_ATTR, RUN_ID_ATTR, RUN_URL_ATTR,
+                 ERROR_ATTR, SATURATED_ATTR)  # fmt: skip
+
+
+def retry(study: Any, trial: Any) -> None:
+    """Queue the failed ``trial``'s parameters again with Optuna's retry callback (which
+    records ``failed_trial`` and ``retry_history``), without the attempt's attributes."""
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    carried = copy.deepcopy(trial)
+    carried.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ATTEMPT_ATTRS}
+    with warnings.catch_warnings():  # experimental since Optuna 2.8, stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback()(study, carried)
+
+
+def claim(storage: Any, trial_id: int) -> None:
+    """Mark the trial as owned by this process, after a first heartbeat (so that an owned
+    trial always has one)."""
+    beat(storage, trial_id)
+    storage.set_trial_user_attr(trial_id, OWNER_ATTR, owner_id())
+
+
+def beat(storage: Any, trial_id: int) -> None:
+    """One heartbeat of the trial: Optuna's on an RDB storage, a user attribute on a journal."""
+    if uses_optuna_heartbeat(storage):
+        storage.record_heartbeat(trial_id)
+    else:
+        storage.set_trial_user_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+
+@contextmanager
+def heartbeat(storage: Any, trial_id: int, interval: float) -> Iterator[None]:
+    """A heartbeat of the trial every ``interval`` seconds while the block runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            with suppress(Exception):  # a storage hiccup must not kill the trial
+                beat(storage, trial_id)
+
+    thread = threading.Thread(target=loop, name="infoflow-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def abandoned_reason(
+    trial: Any, now: float, grace_s: float = STALE_AFTER_S, optuna_heartbeat: bool = False
+) -> str | None:
+    """Why a RUNNING trial is abandoned by its owner, or None if it may still be running.
+
+    With Optuna's heartbeat, only a trial never claimed (its worker died between Optuna's
+    ``ask`` and :func:`claim`, so it has no heartbeat for Optuna to judge) is judged here,
+    by its start time."""
+    owner = trial.user_attrs.get(OWNER_ATTR)
+    if optuna_heartbeat:
+        started = trial.datetime_start.timestamp() if trial.datetime_start else now
+        if owner is None and now - started > grace_s:
+            return "never claimed: its worker ended within a moment of starting it"
+        return None
+    alive = owner_alive(owner) if owner else None
+    if alive is False:
+        return f"its worker process ({owner}) ended without finishing it"
+    if alive is None:
+        last = trial.user_attrs.get(HEARTBEAT_ATTR)
+        if last is None and trial.datetime_start is not None:
+            last = trial.datetime_start.timestamp()
+        if last is not None and now - float(last) > grace_s:
+            return f"no heartbeat from its worker ({owner or 'unknown'}) for {now - last:.0f} s"
+    return None
+
+
+def release(study: Any, storage: Any, trial: Any, reason: str, tracker: Any | None) -> bool:
+    """Fail a RUNNING trial (abandoned, or interrupted here), close its MLflow run and queue
+    its parameters again. Returns False if the trial had finished meanwhile (nothing is
+    changed then)."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    try:  # FrozenTrial._trial_id: Optuna's own retry callbacks address trials so too
+        storage.set_trial_user_attr(trial._trial_id, ABANDONED_ATTR, reason)
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        return False
+    frozen = storage.get_trial(trial._trial_id)
+    close_run(study, frozen, reason, tracker)
+    retry(study, frozen)
+    return True
+
+
+def close_run(study: Any, trial: Any, reason: str, tracker: Any | None) -> None:
+    """Tag the MLflow run of an abandoned trial FAIL with ``reason`` and end it FAILED."""
+    if tracker is None:
+        return
+    run_id = trial.user_attrs.get(RUN_ID_ATTR) or trial_run_id(study, tracker, trial.number)
+    if not run_id:  # killed before it started its run
+        return
+    run = tracker.run(run_id)
+    run.set_tags({TRIAL_STATE_TAG: "FAIL", ERROR_TAG: f"abandoned: {reason}"})
+    if run.status == "RUNNING":
+        run.end("FAILED")
+
+
+def trial_run_id(study: Any, tracker: Any, number: int) -> str | None:
+    """The MLflow run of trial ``number``, found by its tags (parent run and trial number)."""
+    parent = study.user_attrs.get(PARENT_ATTR)
+    experiment = tracker.experiment_of(parent)
+    if experiment is None:
+        return None
+    found = tracker.find_runs(
+        experiment, {"mlflow.parentRunId": parent, TRIAL_NUMBER_TAG: str(number)}
+    )
+    return found[-1] if found else None
+
+
+def release_abandoned(
+    study: Any, storage: Any, tracker: Any | None, grace_s: float = STALE_AFTER_S
+) -> list[int]:
+    """Release every abandoned RUNNING trial (call under the study lock); their numbers."""
+    import optuna
+    from optuna.trial import TrialState
+
+    now = time.time()
+    released = []
+    if uses_optuna_heartbeat(storage):
+        callback = storage.get_heartbeat_stale_trial_callback()
+        before = len(getattr(callback, "released", ()))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        released = list(getattr(callback, "released", ())[before:])
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        reason = abandoned_reason(trial, now, grace_s, uses_optuna_heartbeat(storage))
+        if reason is not None and release(study, storage, trial, reason, tracker):
+            released.append(trial.number)
+    return released
+
+
+def retried_numbers(trials: Iterable[Any]) -> set[int]:
+    """Numbers of the trials that were queued again (Optuna's ``retry_history``): abandoned
+    trials, which do not count towards the budget."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", ())}
