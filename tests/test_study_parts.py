@@ -376,3 +376,24 @@ def test_only_the_best_trial_draws_figures_unless_the_spec_asks_for_all(tmp_path
             )
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
         assert not draw_logged_figures(Tracker(uri), loser.user_attrs["mlflow_run_id"])  # once
+
+
+def test_a_study_can_be_joined_by_name_with_the_spec_recorded_in_its_storage(
+    tmp_path: Path,
+) -> None:
+    """The storage keeps the spec text, its --set overrides and the budget: a host without
+    the file rebuilds the same spec (identity and budget), and a name the storage does not
+    hold is not found."""
+    from infoflow_track.study.runner import open_study, recorded_spec
+    from infoflow_track.tracking import Tracker
+
+    path = write_spec(tmp_path, name="joinable", n_trials=6, epochs=1)
+    spec = load_spec(str(path), overrides={"epochs": "2", "widths": "8"}, n_trials=3)
+    ref = resolve_storage(None, tmp_path / "store")
+    open_study(spec, ref, Tracker(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"))
+    path.unlink()  # this "host" has no spec file
+    joined = recorded_spec(ref, "joinable", n_trials=None, timeout=None)
+    assert joined is not None and joined.identity() == spec.identity()
+    assert joined.n_trials == 3 and joined.settings.epochs == 2 and joined.fixed["widths"] == (8,)
+    assert recorded_spec(ref, "joinable", n_trials=5, timeout=None).n_trials == 5
+    assert recorded_spec(ref, "other", n_trials=None, timeout=None) is None

@@ -155,6 +155,10 @@ def release(study: Any, storage: Any, trial: Any, reason: str, tracker: Any | No
     from optuna.trial import TrialState
 
     try:  # FrozenTrial._trial_id: Optuna's own retry callbacks address trials so too
+        if tracker is not None and RUN_ID_ATTR not in trial.user_attrs:  # killed before it
+            run_id = trial_run_id(study, tracker, trial.number)  # recorded its run: link it
+            if run_id:
+                storage.set_trial_user_attr(trial._trial_id, RUN_ID_ATTR, run_id)
         storage.set_trial_user_attr(trial._trial_id, ABANDONED_ATTR, reason)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     except UpdateFinishedTrialError:

@@ -164,7 +164,10 @@ def check_study(state: dict, victims: set[int], cut_at: float, logs: dict) -> No
     assert {"host1", "host2"} <= hosts, hosts
     for trial in finished:
         run = runs[trial["run_id"]]
-        assert run["status"] == "FINISHED" and run["steps"] == [0, 1, 2], (trial, run)  # epoch 0: before training
+        assert run["status"] == "FINISHED" and run["steps"] == [0, 1, 2], (
+            trial,
+            run,
+        )  # epoch 0: before training
         assert run["artifact_uri"].startswith("mlflow-artifacts:") and run["read_bytes"] > 0
     counted = [r for r in runs.values() if r["status"] == "FINISHED"]
     assert sorted(int(r["trial"]) for r in counted) == sorted(t["number"] for t in finished)
