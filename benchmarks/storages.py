@@ -77,7 +77,10 @@ def trials_per_minute(name: str, storage: str) -> tuple[float, int]:
     """(finished trials per minute between the first start and the last end, trials)."""
     import optuna
 
-    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    from infoflow_track.study.storage import resolve_storage
+
+    opened = resolve_storage(storage, Path(".")).open()
+    trials = optuna.load_study(study_name=name, storage=opened).get_trials(deepcopy=False)
     done = [t for t in trials if t.state.is_finished()]
     span = max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
     return 60 * len(done) / span.total_seconds(), len(done)
