@@ -28,7 +28,8 @@ import statistics
 import time
 
 import torch
-from infoflow_plugins.local_mi import LocalMIConfig, local_losses
+from infoflow_plugins.local_mi import LocalMIConfig
+from infoflow_plugins.nets.local_mi import local_losses
 
 from infoflow_track.measures import mi_soft_per_unit
 

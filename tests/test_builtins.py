@@ -145,7 +145,8 @@ def test_simple_cnn_learns_digits(digits) -> None:
 @pytest.mark.parametrize("redundancy", ["dot", "squared"])
 def test_local_rule_gives_row_i_the_gradient_of_its_own_loss_alone(redundancy: str) -> None:
     import torch
-    from infoflow_plugins.local_mi import LocalMIConfig, local_losses
+    from infoflow_plugins.local_mi import LocalMIConfig
+    from infoflow_plugins.nets.local_mi import local_losses
 
     from infoflow_track.measures import mi_soft_per_unit
 
@@ -224,11 +225,8 @@ def test_local_mi_beats_its_random_init_readout_on_digits(digits) -> None:
 
 def test_projection_is_seeded_fixed_and_held_within_64_mib() -> None:
     import torch
-    from infoflow_plugins.weight_feedback import (
-        MAX_PROJECTION_BYTES,
-        WeightFeedbackConfig,
-        WeightFeedbackPlugin,
-    )
+    from infoflow_plugins.nets.weight_feedback import MAX_PROJECTION_BYTES
+    from infoflow_plugins.weight_feedback import WeightFeedbackConfig, WeightFeedbackPlugin
 
     from infoflow_track.engine import build_model
 
@@ -368,3 +366,30 @@ def test_a_slower_hidden_layer_stays_nearer_its_initial_kernel() -> None:
             assert torch.equal(model.hidden[0].weight, initial)  # frozen: random features
     assert moved[0.0] == pytest.approx(1.0, abs=1e-6)
     assert moved[0.0] > moved[0.01] > moved[1.0]
+
+
+def test_the_plugin_classes_name_the_choices_their_torch_modules_implement() -> None:
+    """The plugin modules import no torch, so their configs list the nonlinearities and
+    redundancy kinds by name: the names must be exactly those the modules implement."""
+    from infoflow_plugins.local_mi import REDUNDANCY_NAMES
+    from infoflow_plugins.mlp import ACTIVATION_NAMES
+    from infoflow_plugins.nets.local_mi import REDUNDANCY
+    from infoflow_plugins.nets.mlp import ACTIVATIONS
+
+    assert tuple(ACTIVATIONS) == ACTIVATION_NAMES and tuple(REDUNDANCY) == REDUNDANCY_NAMES
+
+
+@pytest.mark.slow
+def test_listing_plugins_imports_no_torch() -> None:
+    """`infoflow plugins list` loads every built-in plugin class (its summary, its contract)
+    without importing torch: a fresh interpreter, as the command starts."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom infoflow_track.cli import main\nsys.argv = ['infoflow', 'plugins', "
+            "'list']\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('TORCH', 'torch' in sys.modules)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert "BROKEN" not in done.stdout and "local-mi" in done.stdout, done.stdout + done.stderr
+    assert done.stdout.strip().endswith("TORCH False"), done.stdout

@@ -27,19 +27,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-import torch.nn.functional as F
-
-from infoflow_plugins.mlp import ACTIVATIONS, MLP
+from infoflow_plugins.mlp import ACTIVATION_NAMES
 from infoflow_track import HParams, Plugin, RunContext, hparam
-from infoflow_track.measures import mi_soft_per_unit
 
-#: How row i's overlaps w_i . w_j (j != i) are penalised: the notebook's plain sum, which
-#: rewards an anti-parallel copy (w_j = -w_i) as much as it punishes a parallel one, or the
-#: sum of squares, which punishes both.
-REDUNDANCY = {"dot": lambda overlaps: overlaps, "squared": torch.square}
+if TYPE_CHECKING:
+    from infoflow_plugins.nets.mlp import MLP
+
+#: How row i's overlaps w_i . w_j (j != i) are penalised (see
+#: :data:`infoflow_plugins.nets.local_mi.REDUNDANCY`).
+REDUNDANCY_NAMES = ("dot", "squared")
 
 
 @dataclass(frozen=True)
@@ -47,10 +45,10 @@ class LocalMIConfig(HParams):
     widths: tuple[int, ...] = hparam(
         (16, 16), low=1, high=65536, help="widths of the locally trained layers, input first"
     )
-    activation: str = hparam("tanh", choices=tuple(ACTIVATIONS), help="hidden nonlinearity")
+    activation: str = hparam("tanh", choices=ACTIVATION_NAMES, help="hidden nonlinearity")
     lambda_reg: float = hparam(1.0, low=0.0, high=100.0, help="weight of the redundancy term")
     redundancy: str = hparam(
-        "dot", choices=tuple(REDUNDANCY), help="dot: sum_{j!=i} w_i.w_j; squared: of (w_i.w_j)^2"
+        "dot", choices=REDUNDANCY_NAMES, help="dot: sum_{j!=i} w_i.w_j; squared: of (w_i.w_j)^2"
     )
     lr: float = hparam(1e-3, low=1e-6, high=1.0, log=True, help="Adam lr of the local rule")
     readout_lr: float = hparam(1e-2, low=1e-6, high=1.0, log=True, help="Adam lr of readout")
@@ -59,24 +57,6 @@ class LocalMIConfig(HParams):
     train_layers: bool = hparam(
         True, help="false: leave the layers at random initialisation (the baseline)"
     )
-
-
-def local_losses(
-    pre: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, config: LocalMIConfig,
-    num_classes: int,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """(I(y_i; c) in bits, redundancy of row i), each (K,), for pre-activations (B, K) of a
-    layer with weight (K, D) on a batch with labels (B,).
-
-    ``(-mi + lambda_reg * redundancy).sum()`` has gradient dL_i/dw_i in row i: the MI is per
-    unit, and the redundancy of row i holds the other rows as constants.
-    """
-    mi = mi_soft_per_unit(
-        pre, labels, n_bins=config.mi_bins, bandwidth=config.bandwidth, n_classes=num_classes
-    )
-    overlaps = weight @ weight.detach().T  # (K, K): w_i . w_j, differentiable in row i only
-    overlaps = overlaps - torch.diag_embed(torch.diagonal(overlaps))  # j != i
-    return mi, REDUNDANCY[config.redundancy](overlaps).sum(dim=1)
 
 
 class LocalMIPlugin(Plugin):
@@ -91,6 +71,10 @@ class LocalMIPlugin(Plugin):
     }
 
     def build(self, config: LocalMIConfig, data) -> MLP:
+        import torch
+
+        from infoflow_plugins.nets.mlp import MLP
+
         model = MLP(math.prod(data.input_shape), config.widths, data.num_classes,
                     config.activation)  # fmt: skip
         with torch.no_grad():
@@ -111,6 +95,10 @@ class LocalMIPlugin(Plugin):
 
     def _fit_layer(self, model: MLP, depth: int, ctx: RunContext) -> None:
         """Phase ``depth + 1``: the local rule on hidden layer ``depth``, the others frozen."""
+        import torch
+
+        from infoflow_plugins.nets.local_mi import local_losses
+
         config, layer = ctx.config, model.hidden[depth]
         layer.requires_grad_(True)
         optimizer = torch.optim.Adam(layer.parameters(), lr=config.lr)
@@ -138,6 +126,9 @@ class LocalMIPlugin(Plugin):
 
     def _fit_readout(self, model: MLP, ctx: RunContext) -> None:
         """Last phase: the linear readout by backprop on the frozen layers."""
+        import torch
+        import torch.nn.functional as F
+
         model.readout.requires_grad_(True)
         optimizer = torch.optim.Adam(model.readout.parameters(), lr=ctx.config.readout_lr)
         for _ in range(ctx.epochs):

@@ -7,13 +7,13 @@ channels, any height and width). Probed: ``conv1`` and ``conv2``, each after its
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from torch import nn
-
-from infoflow_plugins.convnet import ConvTrunk, image_shape
+from infoflow_plugins.images import image_shape
 from infoflow_track import HParams, Plugin, hparam
+
+if TYPE_CHECKING:
+    from infoflow_plugins.nets.simple_cnn import SimpleCNN
 
 
 @dataclass(frozen=True)
@@ -22,24 +22,6 @@ class SimpleCNNConfig(HParams):
     kernel_size: int = hparam(5, choices=(1, 3, 5, 7), help="square kernel, same padding")
     lr: float = hparam(1e-3, low=1e-6, high=1.0, log=True, help="Adam learning rate")
     weight_decay: float = hparam(0.0, low=0.0, high=1.0, help="Adam L2 weight decay")
-
-
-class SimpleCNN(nn.Module):
-    """x (B, C, H, W) -> logits (B, num_classes); layers conv1 and conv2 probed."""
-
-    def __init__(self, shape: tuple[int, int, int], num_classes: int, config: SimpleCNNConfig):
-        super().__init__()
-        self.trunk = ConvTrunk(shape, config.channels, config.kernel_size)
-        self.readout = nn.Linear(self.trunk.out_features, num_classes)
-
-    def forward_intermediates(
-        self, x: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        h1, h2 = self.trunk(x)
-        return self.readout(h2.flatten(1)), {"conv1": h1, "conv2": h2}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.readout(self.trunk(x)[1].flatten(1))
 
 
 class SimpleCNNPlugin(Plugin):
@@ -53,4 +35,6 @@ class SimpleCNNPlugin(Plugin):
     }
 
     def build(self, config: SimpleCNNConfig, data) -> SimpleCNN:
+        from infoflow_plugins.nets.simple_cnn import SimpleCNN
+
         return SimpleCNN(image_shape(data, self.name), data.num_classes, config)

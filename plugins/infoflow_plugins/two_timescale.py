@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-
-from infoflow_plugins.mlp import ACTIVATIONS, MLP
+from infoflow_plugins.mlp import ACTIVATION_NAMES
 from infoflow_track import HParams, Plugin, hparam
+
+if TYPE_CHECKING:
+    import torch
+
+    from infoflow_plugins.nets.mlp import MLP
 
 
 @dataclass(frozen=True)
 class TwoTimescaleConfig(HParams):
     width: int = hparam(2000, low=1, high=65536, help="hidden layer width")
-    activation: str = hparam("relu", choices=tuple(ACTIVATIONS), help="hidden nonlinearity")
+    activation: str = hparam("relu", choices=ACTIVATION_NAMES, help="hidden nonlinearity")
     lr: float = hparam(1e-2, low=1e-6, high=10.0, log=True, help="readout SGD learning rate")
     lr_ratio: float = hparam(
         0.1, low=0.0, high=1000.0, help="hidden lr / readout lr (0 freezes the hidden layer)"
@@ -41,10 +44,14 @@ class TwoTimescalePlugin(Plugin):
     }
 
     def build(self, config: TwoTimescaleConfig, data) -> MLP:
+        from infoflow_plugins.nets.mlp import MLP
+
         return MLP(math.prod(data.input_shape), (config.width,), data.num_classes,
                    config.activation, names=("hidden",))  # fmt: skip
 
     def configure_optimizer(self, model: MLP, config: TwoTimescaleConfig) -> torch.optim.SGD:
+        import torch
+
         groups = [
             {"params": model.hidden.parameters(), "lr": config.lr * config.lr_ratio},
             {"params": model.readout.parameters(), "lr": config.lr},

@@ -11,19 +11,6 @@ import math
 import torch
 from torch import nn
 
-from infoflow_track import UserError
-
-
-def image_shape(data, plugin: str) -> tuple[int, int, int]:
-    """``data.input_shape`` as (C, H, W), or a UserError saying the plugin needs images."""
-    shape = tuple(data.input_shape)
-    if len(shape) != 3:
-        raise UserError(
-            f"plugin {plugin} needs image inputs (C, H, W); dataset {data.name} has inputs of "
-            f"shape {shape}: use an image dataset (digits, mnist, fashion-mnist, cifar10)"
-        )
-    return shape
-
 
 class ConvTrunk(nn.Module):
     """x (B, C, H, W) -> two stages ``conv1`` (B, c, ceil(H/2), ceil(W/2)) and ``conv2``
