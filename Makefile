@@ -34,7 +34,7 @@ lint: $(STAMP)
 # One torch thread per process: two workers and their subprocesses already fill 2 cores, and
 # torch's spinning threads on oversubscribed cores make tiny steps ~10x slower.
 test: lint
-	OMP_NUM_THREADS=1 $(BIN)/pytest -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 # The quick loop while working (under a minute): all but the tests marked slow, which run the
 # real command in subprocesses, pip, servers, studies and multi-second training runs.

@@ -75,12 +75,14 @@ def infoflow(*args: str, env: dict[str, str], cwd: Path) -> str:
     return done.stdout
 
 
-def shoot(chromium: str, url: str, path: Path, profile: Path) -> None:
-    """One full-window screenshot of ``url`` after its scripts ran (virtual time budget)."""
+def shoot(chromium: str, url: str, path: Path, profile: Path, height: int = 1000) -> None:
+    """One screenshot, 1600 x ``height``, of ``url`` after its scripts ran (virtual time
+    budget)."""
     subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         f"--user-data-dir={profile}", "--window-size=1600,1000",
-         "--virtual-time-budget=20000", f"--screenshot={path}", url],
+         f"--user-data-dir={profile}", f"--window-size=1600,{height}",
+         "--virtual-time-budget=60000", "--run-all-compositor-stages-before-draw",
+         f"--screenshot={path}", url],
         check=True, capture_output=True, timeout=180,
     )  # fmt: skip
     print(f"  {path}  <- {url}")
@@ -130,8 +132,8 @@ def main() -> None:
                 "compare.png": f"{base}/#/experiments/{exp_id}/runs/{parent['info']['run_id']}"
                 f"/artifacts/compare/information_planes.png?{view}",
             }
-            for name, url in shots.items():
-                shoot(chromium, url, args.out / name, profile)
+            for name, url in shots.items():  # the metrics page tall enough for the MI charts
+                shoot(chromium, url, args.out / name, profile, 4200 if "metrics" in name else 1000)
         finally:
             server.terminate()
             server.wait(timeout=60)
