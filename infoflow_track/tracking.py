@@ -463,10 +463,34 @@ def _use_credentials(uri: str) -> str:
     return bare
 
 
+def check_database(url: str, what: str) -> None:
+    """One connection to a server database (``what`` names it in the UserError if none can be
+    made, or its driver is missing): MLflow retries a refused database for about 100 s."""
+    import sqlalchemy
+
+    shown = mask_credentials(url)
+    try:
+        engine = sqlalchemy.create_engine(url)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except ModuleNotFoundError as exc:
+        raise UserError(
+            f"cannot open {what} {shown!r}: its database driver {exc.name!r} is not installed "
+            "(PostgreSQL: pip install 'infoflow-track[postgres]')"
+        ) from None
+    except Exception as exc:  # SQLAlchemy's errors: refused, unknown host, bad password
+        raise UserError(f"cannot open {what} {shown!r}: {error_line(exc)}") from None
+
+
 def _check_server_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """For an http(s) store, one quick /health request: MLflow's own client retries an
-    unreachable server for minutes before it gives up."""
-    if urlparse(uri).scheme not in ("http", "https"):
+    """For an http(s) store, one quick /health request, for a database store one connection:
+    MLflow's own client retries an unreachable server for minutes before it gives up."""
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme in ("postgresql", "mysql", "mssql"):
+        check_database(uri, "tracking store")
+        return
+    if scheme not in ("http", "https"):
         return
     import base64
     import urllib.request

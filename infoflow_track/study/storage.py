@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from infoflow_track.errors import UserError
-from infoflow_track.tracking import check_creatable, error_line, sqlite_path
+from infoflow_track.tracking import check_creatable, check_database, error_line, sqlite_path
 from infoflow_track.uris import mask_credentials
 
 DEFAULT_JOURNAL = "optuna.journal"
@@ -83,25 +83,8 @@ class StorageRef:
         """Refuse, writing nothing, a storage that cannot be opened: a server database must
         accept a connection (its driver installed); local files were checked by
         :func:`resolve_storage`."""
-        if self.journal is not None or sqlite_path(self.url) is not None:
-            return
-        import sqlalchemy
-
-        try:
-            engine = sqlalchemy.create_engine(self.url)
-            with engine.connect():
-                pass
-            engine.dispose()
-        except ModuleNotFoundError as exc:
-            raise UserError(
-                f"cannot open Optuna storage {self.shown!r}: its database driver "
-                f"{exc.name!r} is not installed (PostgreSQL: pip install 'infoflow-track"
-                "[postgres]')"
-            ) from None
-        except Exception as exc:  # SQLAlchemy's errors: refused, unknown host, bad password
-            raise UserError(
-                f"cannot open Optuna storage {self.shown!r}: {error_line(exc)}"
-            ) from None
+        if self.journal is None and sqlite_path(self.url) is None:
+            check_database(self.url, "Optuna storage")
 
     def open(self, on_stale: StaleCallback | None = None) -> Any:
         """The Optuna storage (a journal file is created if absent); UserError if it fails.
