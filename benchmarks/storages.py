@@ -1,6 +1,7 @@
 """Trials per minute of `infoflow study` on one machine, by Optuna storage and worker count.
 
-Tiny trials (mlp on digits, 1 epoch, one hidden layer of 16, probe 256) run by the real
+Tiny trials (mlp on digits, 1 epoch, one hidden layer of 16, probe 256; the suite's study
+spec) run by the real
 command with ``--workers W`` for W in 1, 2, 4, 6, against each storage set-up, all in one run
 (a fresh study each):
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,37 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from cluster.servers import Postgres
+from test_study import SPEC  # mlp on digits, widths [16], lr and activation searched
 
 INFOFLOW = str(Path(sys.executable).parent / "infoflow")
-SPEC = """
-plugin = "mlp"
-n_trials = {n_trials}
-
-[settings]
-dataset = "digits"
-epochs = 1
-probe_size = 256
-
-[fixed]
-widths = [16]
-
-[search]
-lr = {{ type = "float", low = 1e-3, high = 3e-2, log = true }}
-
-[objective]
-metric = "acc/test"
-direction = "maximize"
-
-[sampler]
-type = "random"
-seed = 0
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def run_study(spec: Path, name: str, storage: str, tracking: str, workers: int) -> float:
@@ -94,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     counts = [int(w) for w in args.workers.split(",")]
     root = Path(tempfile.mkdtemp(prefix="infoflow-storages-"))
     spec = root / "bench.toml"
-    spec.write_text(SPEC.format(n_trials=args.trials))
-    pg = Postgres(root, port=free_port(), durable=True)
+    spec.write_text(SPEC.format(name="bench", n_trials=args.trials, epochs=1))
+    pg = Postgres(root, durable=True)
     try:
         pg.start(None, ("optuna", "mlflow"))
         sqlite = f"sqlite:///{root / 'mlflow.db'}"

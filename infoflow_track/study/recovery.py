@@ -43,10 +43,9 @@ from infoflow_track.study.storage import (
 
 
 def uses_optuna_heartbeat(storage: Any) -> bool:
-    """Whether ``storage`` is an RDB storage opened with Optuna's heartbeat."""
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    return is_heartbeat_enabled(storage)
+    """Whether ``storage`` (as :meth:`StorageRef.open` returns it) has Optuna's heartbeat:
+    an RDB storage; the journal has none."""
+    return getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
 
 
 def open_with_recovery(ref: StorageRef, tracker: Any | None) -> Any:
@@ -63,8 +62,8 @@ class StaleTrials:
 
     def __call__(self, study: Any, trial: Any) -> None:
         owner = trial.user_attrs.get(OWNER_ATTR, "unknown")
-        close_run(study, trial, f"no heartbeat from its worker ({owner}) for {self.grace_s} s",
-                  self.tracker)  # fmt: skip
+        reason = f"no heartbeat from its worker ({owner}) for {self.grace_s} s"
+        close_run(self.tracker, run_of(study, self.tracker, trial), reason)
         retry(study, trial)
         self.released.append(trial.number)
 
@@ -154,27 +153,30 @@ def release(study: Any, storage: Any, trial: Any, reason: str, tracker: Any | No
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
+    run_id = run_of(study, tracker, trial)
     try:  # FrozenTrial._trial_id: Optuna's own retry callbacks address trials so too
-        if tracker is not None and RUN_ID_ATTR not in trial.user_attrs:  # killed before it
-            run_id = trial_run_id(study, tracker, trial.number)  # recorded its run: link it
-            if run_id:
-                storage.set_trial_user_attr(trial._trial_id, RUN_ID_ATTR, run_id)
+        if run_id and RUN_ID_ATTR not in trial.user_attrs:  # killed before it recorded its
+            storage.set_trial_user_attr(trial._trial_id, RUN_ID_ATTR, run_id)  # run: link it
         storage.set_trial_user_attr(trial._trial_id, ABANDONED_ATTR, reason)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     except UpdateFinishedTrialError:
         return False
-    frozen = storage.get_trial(trial._trial_id)
-    close_run(study, frozen, reason, tracker)
-    retry(study, frozen)
+    close_run(tracker, run_id, reason)
+    retry(study, storage.get_trial(trial._trial_id))
     return True
 
 
-def close_run(study: Any, trial: Any, reason: str, tracker: Any | None) -> None:
+def run_of(study: Any, tracker: Any | None, trial: Any) -> str | None:
+    """The trial's MLflow run id: recorded on the trial, else found by its tags (a worker
+    killed before it recorded it), else None (none started, or no tracker to ask)."""
+    if RUN_ID_ATTR in trial.user_attrs or tracker is None:
+        return trial.user_attrs.get(RUN_ID_ATTR)
+    return trial_run_id(study, tracker, trial.number)
+
+
+def close_run(tracker: Any | None, run_id: str | None, reason: str) -> None:
     """Tag the MLflow run of an abandoned trial FAIL with ``reason`` and end it FAILED."""
-    if tracker is None:
-        return
-    run_id = trial.user_attrs.get(RUN_ID_ATTR) or trial_run_id(study, tracker, trial.number)
-    if not run_id:  # killed before it started its run
+    if tracker is None or not run_id:  # no tracker, or killed before it started its run
         return
     run = tracker.run(run_id)
     run.set_tags({TRIAL_STATE_TAG: "FAIL", ERROR_TAG: f"abandoned: {reason}"})
@@ -203,15 +205,17 @@ def release_abandoned(
 
     now = time.time()
     released = []
-    if uses_optuna_heartbeat(storage):
+    optuna_heartbeat = uses_optuna_heartbeat(storage)
+    if optuna_heartbeat:
         callback = storage.get_heartbeat_stale_trial_callback()
-        before = len(getattr(callback, "released", ()))
+        assert isinstance(callback, StaleTrials), "open the storage with open_with_recovery"
+        before = len(callback.released)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-        released = list(getattr(callback, "released", ())[before:])
+        released = callback.released[before:]
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        reason = abandoned_reason(trial, now, grace_s, uses_optuna_heartbeat(storage))
+        reason = abandoned_reason(trial, now, grace_s, optuna_heartbeat)
         if reason is not None and release(study, storage, trial, reason, tracker):
             released.append(trial.number)
     return released

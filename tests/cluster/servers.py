@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -142,6 +143,13 @@ class Lab:
             subprocess.run(["ip", "netns", "del", netns], capture_output=True)
 
 
+def free_port() -> int:
+    """A TCP port free on this host's loopback now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def kill_session(proc: subprocess.Popen) -> None:
     """SIGKILL ``proc``'s whole session (it and the workers it spawned) and reap it."""
     if proc.poll() is None:
@@ -155,9 +163,11 @@ class Postgres:
     (password authentication over TCP, trust over its Unix socket), in ``lab``'s server
     namespace or on this host's loopback. ``durable=False`` turns fsync off (tests only)."""
 
-    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 5432,
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int | None = None,
                  durable: bool = True) -> None:  # fmt: skip
-        self.root, self.host, self.port, self.durable = root, host, port, durable
+        """``port``: default 5432 in a lab's namespace, else a free one on this host."""
+        self.root, self.host, self.durable = root, host, durable
+        self.port = port if port is not None else 5432 if host == SERVER_ADDRESS else free_port()
         self.password = secrets.token_hex(8)
         self.data, self.socket = root / "pgdata", root / "pgsocket"
         self.proc: subprocess.Popen | None = None

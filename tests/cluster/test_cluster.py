@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_study import SPEC  # mlp on digits, widths [16], lr and activation searched
 
 from .servers import SERVER_ADDRESS, Lab, Postgres, kill_session, mlflow_server, query_json
 
@@ -27,31 +28,6 @@ N_TRIALS = 18
 HEARTBEAT_S = 2  # a silent trial is failed after 5 heartbeats: 10 s
 INFOFLOW = str(Path(sys.executable).parent / "infoflow")
 INSPECT = Path(__file__).with_name("inspect_study.py")
-SPEC = f"""
-name = "cluster"
-plugin = "mlp"
-n_trials = {N_TRIALS}
-
-[settings]
-dataset = "digits"
-epochs = 2
-probe_size = 256
-
-[fixed]
-widths = [16]
-
-[search]
-lr = {{ type = "float", low = 1e-3, high = 3e-2, log = true }}
-activation = {{ type = "categorical", choices = ["relu", "tanh"] }}
-
-[objective]
-metric = "acc/test"
-direction = "maximize"
-
-[sampler]
-type = "random"
-seed = 0
-"""
 
 
 @pytest.fixture
@@ -61,13 +37,13 @@ def root():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def trials_seen(url: str) -> list:
+def trials_seen(storage) -> list:
     """The study's trials, read over the PostgreSQL socket from this (root) namespace."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.load_study(study_name="cluster", storage=url).get_trials(deepcopy=False)
+        return optuna.load_study(study_name="cluster", storage=storage).get_trials(deepcopy=False)
     except KeyError:
         return []
 
@@ -87,14 +63,17 @@ def test_three_hosts_share_one_study_and_a_cut_host_is_retried(root: Path) -> No
     (root / "spec").mkdir()
     (root / "elsewhere").mkdir()  # the third host's directory: no spec file there
     spec = root / "spec" / "cluster.toml"
-    spec.write_text(SPEC)
+    spec.write_text(SPEC.format(name="cluster", n_trials=N_TRIALS, epochs=2))
     env = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": ""}
     with Lab(root, hosts=3) as lab:
         pg = Postgres(root, host=SERVER_ADDRESS, durable=False)
         try:
             pg.start(lab, ("optuna", "mlflow"))
             tracking = mlflow_server(lab, pg.url("mlflow"), root / "artifacts")
-            storage, local = pg.url("optuna"), pg.socket_url("optuna")
+            import optuna
+
+            storage = pg.url("optuna")
+            local = optuna.storages.RDBStorage(pg.socket_url("optuna"))  # one engine
             servers_up = time.monotonic() - started
             args = ["--storage", storage, "--tracking-uri", tracking, "--workers", "2",
                     "--heartbeat", str(HEARTBEAT_S)]  # fmt: skip

@@ -4,7 +4,6 @@ processes (and so across hosts), one study at a time."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,10 +35,7 @@ for _ in range(40):
 
 def test_the_advisory_lock_excludes_other_processes_and_spares_other_studies() -> None:
     root = Path(tempfile.mkdtemp(prefix="infoflow-lock-"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    pg = Postgres(root, port=port, durable=False)
+    pg = Postgres(root, durable=False)
     try:
         pg.start(None, ("optuna",))
         counter = root / "counter"
@@ -53,15 +49,20 @@ def test_the_advisory_lock_excludes_other_processes_and_spares_other_studies() -
         from infoflow_track.study.storage import resolve_storage
 
         ref = resolve_storage(pg.url("optuna"), root)
-        held = subprocess.run(["psql", "-h", str(pg.socket), "-p", str(port), "-U", "infoflow",
-                               "-d", "optuna", "-tAc", "SELECT count(*) FROM pg_locks WHERE "
-                               f"locktype = 'advisory' AND objid = {lock_key('s') & 0xFFFFFFFF}"],
-                              capture_output=True, text=True)  # fmt: skip
-        assert held.stdout.strip() == "0"  # released at each transaction's end
-        with locked(ref, "s"):  # another study's lock is another key: it does not wait
+        key = lock_key("s")  # PostgreSQL shows a bigint key as classid (high), objid (low)
+        held = (
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+            f"classid = {(key >> 32) & 0xFFFFFFFF} AND objid = {key & 0xFFFFFFFF}"
+        )
+        psql = ["psql", "-h", str(pg.socket), "-p", str(pg.port), "-U", "infoflow", "-d",
+                "optuna", "-tAc", held]  # fmt: skip
+        assert subprocess.run(psql, capture_output=True, text=True).stdout.strip() == "0"
+        with locked(ref, "s"):
+            assert subprocess.run(psql, capture_output=True, text=True).stdout.strip() == "1"
             other = subprocess.run([sys.executable, "-c", INCREMENT.replace('"s"', '"t"'),
                                     pg.url("optuna"), str(counter)], timeout=60)  # fmt: skip
-        assert other.returncode == 0 and int(counter.read_text()) == 160
+        assert other.returncode == 0 and int(counter.read_text()) == 160  # "t" did not wait
+        assert subprocess.run(psql, capture_output=True, text=True).stdout.strip() == "0"
     finally:
         pg.stop()
         shutil.rmtree(root, ignore_errors=True)
