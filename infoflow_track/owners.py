@@ -31,12 +31,20 @@ def owner_alive(owner: str) -> bool | None:
         return False
     except PermissionError:
         pass  # exists, owned by another user
-    return _start_ticks(pid) == start
+    state, ticks = _stat(pid)
+    return ticks == start and state != "Z"  # a zombie has ended: its parent has not reaped it
 
 
 def _start_ticks(pid: int) -> str:
+    return _stat(pid)[1]
+
+
+def _stat(pid: int) -> tuple[str, str]:
+    """The process's state letter (``R``, ``S``, ``Z``…) and start time in clock ticks, from
+    ``/proc`` (``("?", "?")`` where there is none)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return "?"
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22: starttime
+        return "?", "?"
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0], fields[19]  # fields 3 and 22: state, starttime

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
@@ -426,17 +427,19 @@ def _run_processes(job: StudyJob, workers: int, echo: Echo) -> None:
                              name=f"infoflow-worker-{i}") for i in range(workers)]  # fmt: skip
     for proc in procs:
         proc.start()
+    running = {proc.sentinel: (i, proc) for i, proc in enumerate(procs)}
     try:
-        for proc in procs:
-            proc.join()
+        while running:  # reap each worker as it ends: a killed one unreaped would seem alive,
+            for ended in multiprocessing.connection.wait(list(running)):  # its trial held
+                i, proc = running.pop(ended)
+                proc.join()
+                if proc.exitcode:
+                    echo(f"worker {i} ended with status {proc.exitcode}")
     except KeyboardInterrupt:
         stop.set()  # workers stop at their next epoch end (a terminal's Ctrl-C reached them too)
-        for proc in procs:
+        for _, proc in running.values():
             proc.join()
         raise
-    for i, proc in enumerate(procs):
-        if proc.exitcode:
-            echo(f"worker {i} ended with status {proc.exitcode}")
 
 
 def _worker_process(job: StudyJob, worker: int, workers: int, event: Any) -> None:
