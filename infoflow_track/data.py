@@ -51,6 +51,9 @@ class Dataset:
     x_probe: torch.Tensor  # (N_probe, *input_shape)
     y_probe: torch.Tensor  # (N_probe,)
     class_names: tuple[str, ...]  # original label of each class index
+    # where the probe set holds every train and test sample: each one's row in it (int64)
+    probe_train: torch.Tensor | None = None  # (N_train,)
+    probe_test: torch.Tensor | None = None  # (N_test,)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -307,7 +310,15 @@ def load_dataset(settings: RunSettings, device: torch.device) -> Dataset:
     n = len(raw.y) + (0 if raw.y_test is None else len(raw.y_test))
     rng = np.random.default_rng(settings.split_seed)
     probe = _probe_rows(raw, np.sort(rng.permutation(n)[: min(settings.probe_size, n)]))
-    return Dataset(name, *train, *test, *_on_device(*probe, device), raw.class_names)
+    rows: tuple = ()  # a probe of every sample holds them in raw order: train rows, then test
+    if settings.probe_size >= n:
+        import torch
+
+        split = (
+            (train_idx, test_idx) if raw.x_test is None else np.split(np.arange(n), [len(raw.y)])
+        )
+        rows = tuple(torch.from_numpy(np.asarray(r, dtype=np.int64)).to(device) for r in split)
+    return Dataset(name, *train, *test, *_on_device(*probe, device), raw.class_names, *rows)
 
 
 def _on_device(

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from infoflow_track.data import Dataset
-from infoflow_track.ensemble import Members, PackedEnsemble, as_members, fit_packed
+from infoflow_track.ensemble import Members, PackedEnsemble, as_members, fit_packed, member_pass
 from infoflow_track.names import EPOCH_METRICS, LAYER_NAME
 from infoflow_track.plugin import Plugin, RunContext
 from infoflow_track.replicates import seeds_of, summarise
@@ -117,18 +117,67 @@ def evaluate(model: torch.nn.Module | Members, x: torch.Tensor, y: torch.Tensor
     members = as_members(model)
     was_training = members.training
     members.eval()
-    correct = torch.zeros(members.size, device=x.device, dtype=torch.float64)
-    loss = torch.zeros(members.size, device=x.device, dtype=torch.float64)
-    for start in range(0, x.shape[0], _EVAL_CHUNK):
-        # (K, B, C); packed members give a transposed layout, which argmax reads slowly
-        logits = members.logits(x[start : start + _EVAL_CHUNK]).float().contiguous()
-        target = y[start : start + _EVAL_CHUNK].expand(logits.shape[:2])
-        losses = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (K, B)
-        loss += losses.sum(dim=1)
-        correct += (logits.argmax(dim=2) == target).sum(dim=1)
+    found = [_scores(members.logits(x[start : start + _EVAL_CHUNK]), y[start : start + _EVAL_CHUNK])
+             for start in range(0, x.shape[0], _EVAL_CHUNK)]  # fmt: skip
     members.train(was_training)
-    n = max(x.shape[0], 1)
-    return correct / n, loss / n
+    correct, loss = (torch.stack(parts).sum(dim=0) for parts in zip(*found, strict=True))
+    return correct / x.shape[0], loss / x.shape[0]
+
+
+def _mean_scores(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(accuracy, mean cross-entropy in nats) of each member, (K,) float64, from logits
+    (K, N, C) against y (N,)."""
+    correct, loss = _scores(logits, y)
+    return correct / y.shape[0], loss / y.shape[0]
+
+
+def _scores(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(correct predictions, summed cross-entropy in nats) of each member, (K,) float64 each,
+    from logits (K, N, C) against y (N,)."""
+    logits = logits.float().contiguous()  # packed members give a layout argmax reads slowly
+    target = y.expand(logits.shape[:2])
+    losses = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (K, N)
+    correct = (logits.argmax(dim=2) == target).sum(dim=1)
+    return correct.double(), losses.sum(dim=1).double()
+
+
+class EpochPass:
+    """The members' eval-mode forward pass over the probe set at one epoch end, made once
+    when first asked for (:func:`~infoflow_track.ensemble.member_pass`): the probe reads its
+    layers, and the evaluation its logits where the probe set holds every train and test
+    sample (``data.probe_train``)."""
+
+    def __init__(self, members: Members, data: Dataset) -> None:
+        self.members, self.x = members, data.x_probe
+        self._out: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
+
+    def _result(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self._out is None:
+            self._out = member_pass(self.members, self.x)
+        return self._out
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """(K, N_probe, C)."""
+        return self._result()[0]
+
+    @property
+    def layers(self) -> dict[str, torch.Tensor]:
+        """{layer: (K, N_probe, ...) float32}."""
+        return self._result()[1]
+
+
+def evaluate_splits(members: Members, data: Dataset, shared: EpochPass) -> list[torch.Tensor]:
+    """[accuracy on train, on test, mean cross-entropy on train, on test], (K,) float64 each:
+    read off the shared pass where the probe set holds every sample, else evaluated."""
+    splits = ((data.x_train, data.y_train, data.probe_train),
+              (data.x_test, data.y_test, data.probe_test))  # fmt: skip
+    if data.probe_train is None:
+        found = [evaluate(members, x, y) for x, y, _ in splits]
+    else:
+        found = [_mean_scores(shared.logits.index_select(1, rows), y) for _, y, rows in splits]
+    (acc_train, loss_train), (acc_test, loss_test) = found
+    return [acc_train, acc_test, loss_train, loss_test]
 
 
 def train(
@@ -171,9 +220,8 @@ def train(
                 f"{type(plugin).__name__} logged undeclared metrics {sorted(unknown)}: list "
                 "them in its epoch_metrics"
             )
-        acc_train, loss_train = evaluate(model, data.x_train, data.y_train)
-        acc_test, loss_test = evaluate(model, data.x_test, data.y_test)
-        rows = torch.stack((acc_train, acc_test, loss_train, loss_test)).cpu().tolist()
+        shared = EpochPass(as_members(model), data)
+        rows = torch.stack(evaluate_splits(shared.members, data, shared)).cpu().tolist()
         values = dict(zip(EPOCH_METRICS, rows, strict=True))
         values.update({name: [float(value)] * len(kept) for name, value in extra.items()})
         diverged = [s for s, loss, keep in zip(seeds, rows[2], kept, strict=True)
@@ -183,8 +231,12 @@ def train(
                 kept[seeds.index(seed)] = False
                 dropped[seed] = step
             diverged = []
-        for hook in () if diverged else hooks:  # no measures of a diverged model
-            values.update({k: _per_member(v, len(kept)) for k, v in hook(model, ctx).items()})
+        ctx.epoch_pass = shared
+        try:
+            for hook in () if diverged else hooks:  # no measures of a diverged model
+                values.update({k: _per_member(v, len(kept)) for k, v in hook(model, ctx).items()})
+        finally:
+            ctx.epoch_pass = None
         metrics = summarise(values, kept)
         if sink is not None:
             sink.log_metrics(metrics, step)

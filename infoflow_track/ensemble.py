@@ -8,6 +8,14 @@ and evaluates all K in one vectorised call (``vmap`` over ``functional_call``); 
 ``nn.Linear`` layers compute W x^T, keeping each member's activations (width, N) in memory,
 which batched products over thin layers run several times faster than (N, width).
 
+A model class may also evaluate K stacked copies of itself natively, without ``vmap``:
+``forward_members(x)``, x (K, B, ...) (a stride-0 K axis where the members share the samples)
+-> (logits (K, B, C), {layer: (K, B, ...)}), called on the module whose parameters are the
+stacked ones (K, ...); :func:`member_linear` is its ``nn.Linear``. :func:`pack` checks it
+against ``vmap`` of ``forward_intermediates``. Then the evaluation, the probe and, with the
+plugin's default training step (cross-entropy), the training loss go through it: per-op
+overhead of ``vmap`` and ``functional_call`` is most of a tiny network's step.
+
 :func:`fit_packed` trains a packed ensemble exactly as :func:`~infoflow_track.plugin.
 fit_backprop` trains each member: batches from each member's own seeded generator, the
 plugin's training loss of every member in one vectorised call (``vmap``), one backward pass
@@ -88,6 +96,26 @@ class Single(Members):
         return logits[None], {name: act[None] for name, act in layers.items()}
 
 
+@torch.no_grad()
+def member_pass(members: Members, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Eval-mode forward pass of K members over x (N, ...) in chunks: (logits (K, N, C),
+    {layer: (K, N, ...) float32}), each layer in the shape the model gives it."""
+    was_training = members.training
+    members.eval()
+    logits, parts = [], {}
+    try:
+        for start in range(0, x.shape[0], _CHUNK):
+            out, layers = members.intermediates(x[start : start + _CHUNK])
+            logits.append(out)
+            for name, act in layers.items():
+                parts.setdefault(name, []).append(act.float())
+    finally:
+        members.train(was_training)
+    joined = {name: chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
+              for name, chunks in parts.items()}  # fmt: skip
+    return logits[0] if len(logits) == 1 else torch.cat(logits, dim=1), joined
+
+
 def as_members(model: nn.Module | Members) -> Members:
     """``model`` itself if it is members already, else :class:`Single` of it."""
     return model if isinstance(model, Members) else Single(model)
@@ -130,6 +158,21 @@ class _MemberLinear(nn.Linear):
         return torch.addmm(self.bias[:, None], self.weight, x.mT).mT
 
 
+def member_linear(layer: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    """``layer`` of K packed members (weight (K, out, in), bias (K, out)) on each member's
+    inputs h (K, in, N), features first: -> (K, out, N). A stride-0 K axis (inputs shared by
+    the members) is one matrix product (K out, in) @ (in, N)."""
+    k, out, width = layer.weight.shape
+    if h.stride(0) == 0:
+        flat = layer.weight.reshape(k * out, width)
+        if layer.bias is None:
+            return (flat @ h[0]).view(k, out, -1)
+        return torch.addmm(layer.bias.reshape(k * out, 1), flat, h[0]).view(k, out, -1)
+    if layer.bias is None:
+        return layer.weight @ h
+    return torch.baddbmm(layer.bias[:, :, None], layer.weight, h)
+
+
 class PackedEnsemble(Members):
     """K models of one architecture with stacked parameters and buffers (K, ...).
 
@@ -152,6 +195,7 @@ class PackedEnsemble(Members):
         self.params = dict(self.module.named_parameters())
         self.buffers = buffers
         self._forward = _Intermediates(self.module)
+        self.native = callable(getattr(self.module, "forward_members", None))
         self.optimizer: torch.optim.Optimizer | None = None  # set by pack()
         self.losses: Any = None  # set by pack(): see member_losses
 
@@ -169,6 +213,17 @@ class PackedEnsemble(Members):
         return params, {prefix + k: v for k, v in self.buffers.items()}
 
     def intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.native:
+            return self.native_intermediates(x)
+        return self.vmap_intermediates(x)
+
+    def native_intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The model's own ``forward_members`` on x (N, ...) shared by the K members."""
+        with torch.no_grad():
+            return self.module.forward_members(x.expand(self.size, *x.shape))
+
+    def vmap_intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``vmap`` of ``forward_intermediates`` over the members, x (N, ...) shared."""
         params, buffers = self.state("model.")
 
         def one(p: dict, b: dict, chunk: torch.Tensor) -> Any:
@@ -201,9 +256,12 @@ def pack(plugin: Plugin, models: Sequence[nn.Module], config: Any, x: torch.Tens
     if buffers:
         return f"the model keeps buffers ({', '.join(buffers[:3])}), e.g. batch-norm statistics"
     packed = PackedEnsemble(models)
+    if packed.native:
+        _check_native(packed, x)
     optimizer = plugin.configure_optimizer(packed.module, config)
     if type(optimizer) not in ELEMENTWISE_OPTIMIZERS:
         return f"its optimizer {type(optimizer).__name__} is not known to update elementwise"
+    _fused_where_left_to_torch(optimizer)
     losses = member_losses(plugin, packed, config)
     k = packed.size
     try:
@@ -215,9 +273,49 @@ def pack(plugin: Plugin, models: Sequence[nn.Module], config: Any, x: torch.Tens
     return packed
 
 
+def _fused_where_left_to_torch(optimizer: torch.optim.Optimizer) -> None:
+    """Step the stacked tensors with the optimizer's fused kernel where it has one (Adam,
+    AdamW, SGD, Adagrad) and the plugin left the implementation to torch (``fused`` and
+    ``foreach`` None): the same update in one kernel per tensor instead of a dozen, about 3.5x
+    faster for a packed MLP's Adam step on the CPU, where torch's default is a Python loop."""
+    for group in optimizer.param_groups:
+        free = group.get("fused", False) is None and group.get("foreach") is None
+        if free and not group.get("differentiable") and not group.get("capturable"):
+            group["fused"] = True
+
+
+def _check_native(packed: PackedEnsemble, x: torch.Tensor) -> None:
+    """Raise ``TypeError`` unless the model's ``forward_members`` gives what ``vmap`` of its
+    ``forward_intermediates`` gives on x (N, ...): the same layers, shapes and values."""
+    was_training = packed.training
+    packed.eval()
+    try:
+        (logits, layers), (want, want_layers) = (packed.native_intermediates(x),
+                                                 packed.vmap_intermediates(x))  # fmt: skip
+    finally:
+        packed.train(was_training)
+    name = f"{type(packed.module).__name__}.forward_members"
+    if list(layers) != list(want_layers):
+        raise TypeError(
+            f"{name} gives layers {list(layers)}, forward_intermediates {list(want_layers)}"
+        )
+    for what, got, expected in [("logits", logits, want), *((f"layer {n!r}", layers[n],
+                                want_layers[n]) for n in want_layers)]:  # fmt: skip
+        if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
+            raise TypeError(f"{name} disagrees with forward_intermediates of each member on {what}")
+
+
 def member_losses(plugin: Plugin, packed: PackedEnsemble, config: Any):
     """(x (K, B, ...), y (K, B)) -> (K,): each member's training loss (the plugin's
-    ``training_step``) on its own batch, differentiable in the stacked parameters."""
+    ``training_step``) on its own batch, differentiable in the stacked parameters; the
+    default cross-entropy of a model with ``forward_members`` is computed through it."""
+    if packed.native and type(plugin).training_step is Plugin.training_step:
+
+        def cross_entropy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            logits = packed.module.forward_members(x)[0]  # (K, B, C)
+            return F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(dim=1)
+
+        return cross_entropy
     step = _TrainingStep(plugin, packed.module, config)
     params = {"model." + name: p for name, p in packed.params.items()}
     buffers = {"model." + name: b for name, b in packed.buffers.items()}
@@ -237,7 +335,9 @@ def member_batches(ctx: RunContext, generators: Sequence[torch.Generator]):
     orders = torch.stack([torch.randperm(n, device=ctx.device, generator=g) for g in generators])
     for start in range(0, n, size):
         idx = orders[:, start : start + size]
-        yield ctx.data.x_train[idx], ctx.data.y_train[idx]
+        rows = idx.reshape(-1)  # index_select of flat rows: several times faster than x[idx]
+        x = ctx.data.x_train.index_select(0, rows).view(*idx.shape, *ctx.data.x_train.shape[1:])
+        yield x, ctx.data.y_train.index_select(0, rows).view(idx.shape)
 
 
 def fit_packed(packed: PackedEnsemble, ctx: RunContext, generators: Sequence[torch.Generator]

@@ -118,6 +118,9 @@ class RunContext:
         repr=False
     )
     step: int = 0
+    #: While the epoch-end hooks run: the engine's forward pass over the probe set at this
+    #: epoch end (:class:`~infoflow_track.engine.EpochPass`), shared by its evaluation.
+    epoch_pass: Any = field(default=None, repr=False)
 
     @property
     def epochs(self) -> int:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from infoflow_track.data import Dataset
-from infoflow_track.ensemble import Members, PackedEnsemble, Single, as_members
+from infoflow_track.ensemble import Members, PackedEnsemble, Single, as_members, member_pass
 from infoflow_track.estimators import Estimator
 from infoflow_track.figures import CKA_ARTIFACT, PLANES_ARTIFACT, draw_probe_figures, json_safe
 from infoflow_track.measures import linear_features
@@ -34,7 +34,6 @@ from infoflow_track.measures.similarity import cka_of_hsic, hsic_blocks
 from infoflow_track.names import MI_QUANTITIES, layer_key
 from infoflow_track.replicates import ci95_half_width
 
-_FORWARD_CHUNK = 8192  # probe samples per forward pass
 #: Name of the one-hot labels beside the layers in CKA matrices (no layer can be named so).
 LABELS = "labels (one-hot)"
 #: A layer whose I(X;T) stays at or above this share of its ceiling at every epoch is flagged.
@@ -49,22 +48,10 @@ class ArtifactSink(Protocol):
     def log_figure(self, figure: Any, artifact_file: str) -> None: ...
 
 
-@torch.no_grad()
 def member_activations(members: Members, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every probed layer of each of K members on x (N, ...), in eval mode:
     {name: (K, N, ...) float32}, each layer in the shape the model gives it."""
-    was_training = members.training
-    members.eval()
-    parts: dict[str, list[torch.Tensor]] = {}
-    try:
-        for start in range(0, x.shape[0], _FORWARD_CHUNK):
-            _, layers = members.intermediates(x[start : start + _FORWARD_CHUNK])
-            for name, act in layers.items():
-                parts.setdefault(name, []).append(act.float())
-    finally:
-        members.train(was_training)
-    return {name: chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
-            for name, chunks in parts.items()}  # fmt: skip
+    return member_pass(members, x)[1]
 
 
 def probe_activations(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -110,7 +97,8 @@ class LayerProbe:
             estimator.prepare(self.x, self.y)
         members = as_members(model)
         self.size = members.size
-        self.label_features = linear_features(labels).expand(self.size, -1, -1)  # (K, N, C)
+        # (K, N, C), kept features first in memory like packed members' layers (see CKA)
+        self.label_features = linear_features(labels).T.contiguous().expand(self.size, -1, -1).mT
         initial = member_activations(members, self.x)
         self.layers = list(initial)
         # the layers at initialisation, kept compact: at most N columns each, same linear CKA
@@ -163,8 +151,11 @@ class LayerProbe:
         return values
 
     def __call__(self, model: Any, ctx: Any) -> dict[str, Any]:
-        members = as_members(model)
-        acts = member_activations(members, self.x)
+        shared = getattr(ctx, "epoch_pass", None)  # the engine's pass of this epoch end
+        if shared is not None and shared.x is self.x:
+            acts = shared.layers
+        else:
+            acts = member_activations(as_members(model), self.x)
         if list(acts) != self.layers:
             raise RuntimeError(f"probed layers changed from {self.layers} to {list(acts)}")
         n, k = len(self.layers), self.size

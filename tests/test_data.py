@@ -96,8 +96,12 @@ def test_probe_set_is_fixed_by_the_split_seed_not_the_training_seed() -> None:
     assert not torch.equal(probe(split_seed=0), probe(split_seed=1))
     codes = probe() @ (2 ** torch.arange(11, -1, -1)).float()
     assert codes.max() > 1000  # drawn from the whole task, not its first rows
-    whole = load_dataset(RunSettings(dataset="ib12"), cpu()).x_probe
-    assert len({tuple(r) for r in whole.tolist()}) == 4096  # by default: the whole task
+    whole = load_dataset(RunSettings(dataset="ib12"), cpu())
+    assert len({tuple(r) for r in whole.x_probe.tolist()}) == 4096  # by default: the whole task
+    for x, y, rows in ((whole.x_train, whole.y_train, whole.probe_train),
+                       (whole.x_test, whole.y_test, whole.probe_test)):  # fmt: skip
+        assert torch.equal(whole.x_probe[rows], x) and torch.equal(whole.y_probe[rows], y)
+    assert load_dataset(RunSettings(dataset="ib12", probe_size=100), cpu()).probe_train is None
 
 
 def test_synthetic_options_shape_and_determinism() -> None:

@@ -117,9 +117,13 @@ def test_official_test_set_is_the_test_set_and_the_probe_spans_both(data_dir) ->
     assert not np.shares_memory(data.x_train.numpy(), raw.x)  # the cache stays untouched
     probe = {row.tobytes() for row in data.x_probe.numpy()}
     assert probe == {row.tobytes() for row in np.concatenate([raw.x, raw.x_test])}
+    for x, y, rows in ((data.x_train, data.y_train, data.probe_train),
+                       (data.x_test, data.y_test, data.probe_test)):  # fmt: skip
+        assert torch.equal(data.x_probe[rows], x) and torch.equal(data.y_probe[rows], y)
     some = load_dataset(RunSettings(dataset="mnist", probe_size=30, seed=5), cpu())
     again = load_dataset(RunSettings(dataset="mnist", probe_size=30, seed=6), cpu())
     assert torch.equal(some.x_probe, again.x_probe)  # fixed by split_seed alone
+    assert some.probe_train is None and some.probe_test is None  # a part: evaluated apart
 
 
 def test_cifar10_is_channels_first_with_one_map_per_channel(data_dir) -> None:

@@ -116,6 +116,31 @@ def test_evaluate_matches_an_independent_computation(digits) -> None:
     assert loss == pytest.approx(float(-log_softmax[np.arange(len(y)), y].mean()), rel=1e-5)
 
 
+def test_scores_read_off_the_probe_pass_equal_each_split_evaluated(digits) -> None:
+    """Where the probe set holds every sample, the epoch end evaluates from its one pass."""
+    import torch
+    from infoflow_plugins.mlp import MLPConfig, MLPPlugin
+
+    from infoflow_track.engine import EpochPass, build_model, evaluate, evaluate_splits
+    from infoflow_track.ensemble import as_members, pack
+
+    assert digits.probe_train is not None  # digits' probe holds all its samples by default
+    plugin, config = MLPPlugin(), MLPConfig(widths=(16, 8))
+    models = [build_model(plugin, config, digits, seed) for seed in (0, 1, 2)]
+    packed = pack(plugin, models, config, digits.x_train[:2], digits.y_train[:2])
+    for model in (models[0], packed):
+        members = as_members(model)
+        shared = EpochPass(members, digits)
+        found = evaluate_splits(members, digits, shared)
+        (acc_train, loss_train), (acc_test, loss_test) = (
+            evaluate(model, digits.x_train, digits.y_train),
+            evaluate(model, digits.x_test, digits.y_test),
+        )
+        for got, want in zip(found, (acc_train, acc_test, loss_train, loss_test), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        assert shared.layers["hidden1"].shape == (members.size, len(digits.y_probe), 16)
+
+
 def test_custom_fit_phases_hooks_and_listeners_share_one_epoch_clock(digits) -> None:
     """A non-backprop rule: two phases, each calling end_epoch; hooks add metrics."""
     from infoflow_plugins.mlp import MLPPlugin

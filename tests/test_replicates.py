@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from helpers import cpu
 
 from infoflow_track import HParams, Plugin, UserError, hparam
 from infoflow_track.replicates import ReplicateTable, bound, summarise
@@ -102,6 +103,82 @@ def test_replicate_k_of_a_packed_run_is_the_single_run_with_seed_k(plugin: str) 
                 assert got == pytest.approx(value, rel=1e-4, abs=1e-4), (member, key)
     accuracies = {tuple(e.values["acc/test"]) for e in packed[1:]}
     assert all(len(set(a)) > 1 for a in accuracies)  # the replicates really differ
+
+
+def _packed_mlps(plugin=None, k: int = 3):
+    from infoflow_plugins.mlp import MLPConfig, MLPPlugin
+
+    from infoflow_track.data import load_dataset
+    from infoflow_track.engine import build_model
+    from infoflow_track.ensemble import pack
+
+    data = load_dataset(RunSettings(dataset="ib12", device="cpu"), cpu())
+    plugin, config = plugin or MLPPlugin(), MLPConfig(widths=(10, 7, 5, 4, 3))
+    models = [build_model(plugin, config, data, seed) for seed in range(k)]
+    return pack(plugin, models, config, data.x_train[:2], data.y_train[:2]), data
+
+
+def test_a_native_packed_forward_and_loss_equal_vmap_of_each_member() -> None:
+    """MLP.forward_members against vmap of forward_intermediates, and its cross-entropy
+    and gradients against vmap of the plugin's training step."""
+    import torch
+
+    from infoflow_track.ensemble import _TrainingStep
+
+    packed, data = _packed_mlps()
+    assert packed.native
+    logits, layers = packed.native_intermediates(data.x_probe)
+    want, want_layers = packed.vmap_intermediates(data.x_probe)
+    torch.testing.assert_close(logits, want)
+    for name, act in want_layers.items():
+        torch.testing.assert_close(layers[name], act)
+    rows = torch.stack([torch.randperm(len(data.y_train))[:64] for _ in range(3)])  # (K, B)
+    x, y = data.x_train[rows], data.y_train[rows]
+    params = list(packed.params.values())
+    native = packed.losses(x, y)
+    grads = torch.autograd.grad(native.sum(), params)
+    step = _TrainingStep(Plugin(), packed.module, None)
+    one = {f"model.{n}": p for n, p in packed.params.items()}
+    vmapped = torch.func.vmap(lambda p, x, y: torch.func.functional_call(step, p, (x, y)))(
+        one, x, y
+    )
+    torch.testing.assert_close(native, vmapped)
+    for got, want in zip(grads, torch.autograd.grad(vmapped.sum(), params), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_a_native_forward_that_disagrees_with_each_member_is_refused() -> None:
+    from infoflow_plugins.mlp import MLPPlugin
+    from infoflow_plugins.nets.mlp import MLP
+
+    class Shifted(MLP):
+        def forward_members(self, x):
+            logits, acts = super().forward_members(x)
+            return logits + 1e-2, acts
+
+    class ShiftedPlugin(MLPPlugin):
+        def build(self, config, data):
+            model = super().build(config, data)
+            model.__class__ = Shifted
+            return model
+
+    with pytest.raises(TypeError, match=r"Shifted\.forward_members disagrees .* on logits"):
+        _packed_mlps(ShiftedPlugin())
+
+
+def test_a_packed_optimizer_steps_fused_unless_the_plugin_chose() -> None:
+    import torch
+    from infoflow_plugins.mlp import MLPPlugin
+
+    packed, _ = _packed_mlps()
+    assert [g["fused"] for g in packed.optimizer.param_groups] == [True]
+
+    class ForeachPlugin(MLPPlugin):
+        def configure_optimizer(self, model, config):
+            return torch.optim.Adam(model.parameters(), lr=config.lr, foreach=True)
+
+    chosen, _ = _packed_mlps(ForeachPlugin())
+    assert [(g["fused"], g["foreach"]) for g in chosen.optimizer.param_groups] == [(None, True)]
 
 
 def test_packing_refusals_name_the_reason() -> None:

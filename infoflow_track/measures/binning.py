@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from infoflow_track.measures._checks import (
@@ -54,30 +55,47 @@ def replicate_bin_codes(
 ) -> torch.Tensor:
     """:func:`bin_codes` of K replicates at once: (K, N, ...) -> (K, N, D), each replicate's
     range its own (with ``bin_width``, codes are shifted to start at 0 per replicate)."""
+    codes, n_codes = _float_codes(t, n_bins=n_bins, bin_width=bin_width, value_range=value_range)
+    return codes.to(_code_dtype(n_codes))
+
+
+def _float_codes(
+    t: torch.Tensor,
+    *,
+    n_bins: int,
+    bin_width: float | None,
+    value_range: tuple[float, float] | None,
+    extremes: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, int]:
+    """:func:`replicate_bin_codes` as floats (K, N, D), whole numbers 0..n_codes-1, and
+    n_codes: what :func:`replicate_mi_of_codes` reads without a cast to integers.
+    ``extremes`` are each replicate's (min, max) (K,) when known."""
     t = t.reshape(t.shape[0], t.shape[1], -1)
     if t.element_size() < 4:  # half precision cannot hold the bin scale
         t = t.float()
+    if extremes is None:
+        extremes = t.amin(dim=(1, 2)), t.amax(dim=(1, 2))  # (K,) each, no copy
+    t_min, t_max = (m.to(t.dtype)[:, None, None] for m in extremes)
     if bin_width is None:
         if n_bins < 1:
             raise ValueError(f"n_bins must be at least 1, got {n_bins}")
         if value_range is None:
-            low, high = t.amin(dim=(1, 2)), t.amax(dim=(1, 2))  # (K,) each, no copy
-            codes = _scaled_codes(t, low[:, None, None], high[:, None, None], n_bins)
+            codes = _scaled_codes(t, t_min, t_max, n_bins)
         else:
             low, high = value_range
             if not (math.isfinite(low) and math.isfinite(high) and low < high):
                 raise ValueError(f"value_range must be finite (low, high), got {value_range}")
-            codes = ((t - low) * (n_bins / (high - low))).floor_().clamp_(0, n_bins - 1)
+            codes = (t - low).mul_(n_bins / (high - low)).floor_().clamp_(0, n_bins - 1)
         n_codes = n_bins
     else:
         if not (math.isfinite(bin_width) and bin_width > 0):
             raise ValueError(f"bin_width must be a positive number, got {bin_width}")
-        codes = torch.floor(t / bin_width)
+        codes = torch.div(t, bin_width).floor_()
         # floor(v / width) is monotone in v: each replicate's codes span those of its extremes
-        low, high = (torch.floor(m(dim=(1, 2), keepdim=True) / bin_width) for m in (t.amin, t.amax))
+        low, high = torch.floor(t_min / bin_width), torch.floor(t_max / bin_width)
         codes -= low
         n_codes = int((high - low).max()) + 1
-    return codes.to(_code_dtype(n_codes))
+    return codes, n_codes
 
 
 def _scaled_codes(t: torch.Tensor, low, high, n_bins: int) -> torch.Tensor:
@@ -85,7 +103,7 @@ def _scaled_codes(t: torch.Tensor, low, high, n_bins: int) -> torch.Tensor:
     t); a constant range puts everything in bin 0."""
     span = high - low
     scale = torch.where(span > 0, n_bins / span, torch.zeros_like(span))
-    return ((t - low) * scale).floor_().clamp_(0, n_bins - 1)
+    return (t - low).mul_(scale).floor_().clamp_(0, n_bins - 1)
 
 
 def _range_codes(t: torch.Tensor, n_bins: int) -> torch.Tensor:
@@ -139,9 +157,10 @@ def mi_of_codes(codes: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def replicate_mi_of_codes(
-    codes: torch.Tensor, y: torch.Tensor
+    codes: torch.Tensor, y: torch.Tensor, n_codes: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(H(T), I(T;Y)) in bits, float64 (K,), of K replicates' codes (K, N, D), labels (N,).
+    """(H(T), I(T;Y)) in bits, float64 (K,), of K replicates' codes (K, N, D), labels (N,);
+    codes are integers, or whole floats 0..n_codes-1 when ``n_codes`` is given.
 
     When a row's code vector and its label fit in one int64 (see :func:`_row_numbers`),
     each replicate's N numbers are sorted once and H(T, Y) and H(T) read off the lengths of
@@ -150,12 +169,14 @@ def replicate_mi_of_codes(
     k, n = codes.shape[:2]
     n_classes = class_count(y)
     h_y = entropy_bits(torch.bincount(y).double())
-    numbers = _row_numbers(codes, n_classes)
-    if numbers is not None:
-        joint = (numbers * n_classes + y).sort(dim=1).values  # (K, N), label in the low digit
-        h_t, h_ty = _sorted_run_entropy(joint // n_classes), _sorted_run_entropy(joint)
+    label_bits = (n_classes - 1).bit_length()
+    numbers = _row_numbers(codes, 1 << label_bits, n_codes)
+    if numbers is not None:  # (K, N), the label in the low bits: T's runs are joint >> bits
+        joint = _sorted_rows(numbers.bitwise_left_shift_(label_bits).bitwise_or_(y))
+        both = torch.cat([joint.bitwise_right_shift(label_bits), joint])  # (2K, N), sorted
+        h_t, h_ty = _sorted_run_entropy(both).view(2, k)
         return h_t, (h_t + h_y - h_ty).clamp_min(0)
-    ids, owner = replicate_symbols(codes)
+    ids, owner = replicate_symbols(codes if n_codes is None else codes.to(_code_dtype(n_codes)))
     n_symbols = len(owner)
     joint = torch.bincount(ids * n_classes + y.repeat(k), minlength=n_symbols * n_classes)
     h_t = _entropy_by_owner(torch.bincount(ids, minlength=n_symbols)[:, None], owner, k, n)
@@ -163,37 +184,62 @@ def replicate_mi_of_codes(
     return h_t, (h_t + h_y - h_ty).clamp_min(0)
 
 
-def _row_numbers(codes: torch.Tensor, spare: int = 1) -> torch.Tensor | None:
-    """Each row's code vector (K, N, D) as one number (K, N) int64 in base max code + 1,
-    leaving room to multiply by ``spare``; None when that does not fit in 62 bits
-    (D log2(max code + 1) + log2 spare, e.g. 10 units of 30 bins for 128 replicates or
-    classes) or the codes are not non-negative integers."""
+def _row_numbers(
+    codes: torch.Tensor, spare: int = 1, base: int | None = None
+) -> torch.Tensor | None:
+    """Each row's code vector (K, N, D) as one number (K, N) int64 in base max code + 1
+    (or ``base``, for codes known to be 0..base-1), leaving room to multiply by ``spare``;
+    None when that does not fit in 62 bits (D log2(base) + log2 spare, e.g. 10 units of 30
+    bins for 128 replicates or classes) or the codes are not non-negative integers."""
     d = codes.shape[2]
-    if codes.is_floating_point():
+    if base is None:
+        if codes.is_floating_point():
+            return None
+        low, high = (0, 0) if not codes.numel() else torch.stack(codes.aminmax()).tolist()
+        if low < 0:
+            return None
+        base = int(high) + 1
+    if d * math.log2(base) + math.log2(spare) >= 62:
         return None
-    low, high = (0, 0) if not codes.numel() else torch.stack(codes.aminmax()).tolist()
-    base = int(high) + 1
-    if low < 0 or d * math.log2(base) + math.log2(spare) >= 62:
-        return None
-    digits = torch.arange(d - 1, -1, -1, device=codes.device)
-    if d * math.log2(base) + math.log2(spare) < 52:  # exact in float64, one product
-        wide, weights = codes.double(), float(base) ** digits.double()
-        # along memory: packed replicates' layers are (K, D, N) in memory, see ensemble
-        numbers = wide @ weights if wide.stride(2) == 1 else weights @ wide.mT
-        return numbers.long()
-    return (codes.long() * base**digits).sum(dim=2)
+    # units grouped so that each group's number is exact in the codes' float type: one
+    # product (K, N, D) @ (D, G) gives the G group numbers, int64 arithmetic joins them
+    values = codes if codes.is_floating_point() else codes.float()
+    exact_bits = 1 - round(math.log2(torch.finfo(values.dtype).eps))  # exact below 2**bits
+    per_group = d if base == 1 else max(1, int(exact_bits // math.log2(base)))
+    place = torch.arange(d - 1, -1, -1, device=codes.device)  # unit j's digit, first highest
+    group = place // per_group
+    n_groups = int(place[0]) // per_group + 1 if d else 1
+    within = torch.zeros(d, n_groups, dtype=values.dtype, device=codes.device)
+    within[torch.arange(d, device=codes.device), group] = float(base) ** (place % per_group).to(
+        values.dtype
+    )
+    # along memory: packed replicates' layers are (K, D, N) in memory, see ensemble
+    parts = values @ within if values.stride(2) == 1 else (within.T @ values.mT).mT  # (K, N, G)
+    scale = base ** (per_group * torch.arange(n_groups, device=codes.device))
+    return (parts.long() * scale).sum(dim=2)
+
+
+def _sorted_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Each row of (K, N) integers sorted; on the CPU by NumPy, whose vectorised sort of
+    rows of a few thousand int64 is about twice as fast as torch's."""
+    if rows.device.type == "cpu":
+        return torch.from_numpy(np.sort(rows.numpy(), axis=1))
+    return rows.sort(dim=1).values
 
 
 def _sorted_run_entropy(rows: torch.Tensor) -> torch.Tensor:
     """Entropy in bits (K,) float64 of each row of sorted values (K, N): of the distribution
-    of its distinct values, whose counts are the lengths of the runs of equal values."""
+    of its distinct values, whose counts c are the lengths of the runs of equal values,
+    H = log2 N - sum(c log2 c) / N, with c log2 c looked up in a table of 0..N."""
     k, n = rows.shape
     starts = torch.ones_like(rows, dtype=torch.bool)
-    starts[:, 1:] = rows[:, 1:] != rows[:, :-1]
-    run = starts.cumsum(dim=1) - 1 + n * torch.arange(k, device=rows.device)[:, None]
-    counts = torch.bincount(run.reshape(-1), minlength=k * n).view(k, n).double()
-    p = counts / n
-    return -torch.special.xlogy(p, p).sum(dim=1) / _LN2
+    torch.ne(rows[:, 1:], rows[:, :-1], out=starts[:, 1:])
+    run = starts.cumsum(dim=1)
+    run += (n * torch.arange(k, device=rows.device) - 1)[:, None]  # runs of row r: r n + ...
+    counts = torch.bincount(run.view(-1), minlength=k * n)  # (K N,), zero past a row's runs
+    c = torch.arange(n + 1, device=rows.device, dtype=torch.float64)
+    c_log_c = c * torch.log2(c.clamp_min(1))  # 0 log 0 = 0
+    return math.log2(n) - c_log_c.index_select(0, counts).view(k, n).sum(dim=1) / n
 
 
 def replicate_symbols(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -243,7 +289,7 @@ def replicate_mi_adaptive_binned(
     t: torch.Tensor, y: torch.Tensor, *, n_bins: int = 10
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`mi_adaptive_binned` of K replicates t (K, N, ...) at once: (K,) tensors."""
-    return _replicate_mi(t, y, lambda finite: replicate_equal_mass_codes(finite, n_bins))
+    return _replicate_mi(t, y, lambda flat, _: (replicate_equal_mass_codes(flat, n_bins), n_bins))
 
 
 def mi_binned(
@@ -283,19 +329,34 @@ def replicate_mi_binned(
     """:func:`mi_binned` of K replicates t (K, N, ...) at once, each binned over its own
     range: (K,) tensors; a replicate whose activations are not all finite gives NaN."""
     options = {"n_bins": n_bins, "bin_width": bin_width, "value_range": value_range}
-    return _replicate_mi(t, y, lambda finite: replicate_bin_codes(finite, **options))
+    return _replicate_mi(
+        t, y, lambda flat, extremes: _float_codes(flat, **options, extremes=extremes)
+    )
 
 
 def _replicate_mi(t: torch.Tensor, y: torch.Tensor, code) -> tuple[torch.Tensor, torch.Tensor]:
     """(H(T), I(T;Y)) (K,) in t's dtype of replicates t (K, N, ...) binned by ``code``
-    (K, N, D) -> codes; NaN for a replicate that is not all finite (binned as zeros)."""
+    (flat (K, N, D), its extremes (low, high) (K,) each) -> (codes 0..n_codes-1, n_codes);
+    NaN for a replicate that is not all finite (binned as zeros)."""
     flat, y = replicate_layers(t, y)
-    finite = torch.isfinite(flat.abs().amax(dim=(1, 2)))  # (K,); amax propagates NaN
+    low, high = _extremes(flat)  # (K,) each; NaN propagates
+    finite = torch.isfinite(low) & torch.isfinite(high)
     if not bool(finite.all()):
         flat = torch.where(finite[:, None, None], flat, 0.0)
-    h_t, i_ty = replicate_mi_of_codes(code(flat), y)
+        low, high = torch.where(finite, low, 0.0), torch.where(finite, high, 0.0)
+    codes, n_codes = code(flat, (low, high))
+    h_t, i_ty = replicate_mi_of_codes(codes, y, n_codes)
     nan = torch.tensor(math.nan, dtype=flat.dtype, device=flat.device)
     return tuple(torch.where(finite, v.to(flat.dtype), nan) for v in (h_t, i_ty))
+
+
+def _extremes(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each replicate's (min, max) (K,) of t (K, N, D), in one pass where its memory is one
+    block per replicate (NaN propagates)."""
+    block = t.mT if t.mT.is_contiguous() else t
+    if block.is_contiguous():
+        return torch.aminmax(block.reshape(t.shape[0], -1), dim=1)
+    return t.amin(dim=(1, 2)), t.amax(dim=(1, 2))
 
 
 def mi_per_unit(

@@ -137,8 +137,14 @@ def hsic_blocks(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor] | None = 
 
 
 def _side_by_side(blocks: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Representations (..., N, d_i) side by side (..., N, sum d_i); one is not copied."""
-    return blocks[0] if len(blocks) == 1 else torch.cat(list(blocks), dim=-1)
+    """Representations (..., N, d_i) side by side (..., N, sum d_i); one is not copied.
+    Blocks kept features first in memory (packed members' layers) are joined so, whole rows
+    of N at a time, and the result is a view (..., N, sum d_i) of that layout."""
+    if len(blocks) == 1:
+        return blocks[0]
+    if all(b.stride(-2) == 1 for b in blocks):
+        return torch.cat([b.transpose(-1, -2) for b in blocks], dim=-2).transpose(-1, -2)
+    return torch.cat(list(blocks), dim=-1)
 
 
 def _block_indicator(blocks: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from infoflow_track.ensemble import member_linear
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
@@ -48,3 +50,14 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.readout(self.features(x))
+
+    def forward_members(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`forward_intermediates` of K packed members at once (parameters stacked
+        (K, ...), see :mod:`infoflow_track.ensemble`): x (K, B, ...) -> (logits (K, B, C),
+        {layer name: (K, B, width)}), each computed features first, (K, width, B)."""
+        h = x.flatten(2).mT
+        acts = {}
+        for name, layer in zip(self.layer_names, self.hidden, strict=True):
+            h = self.act(member_linear(layer, h))
+            acts[name] = h.mT
+        return member_linear(self.readout, h).mT, acts
