@@ -91,7 +91,7 @@ def _history(plugin: str, seed: int, replicates: int, mi: str = "binning,renyi")
 def test_replicate_k_of_a_packed_run_is_the_single_run_with_seed_k(plugin: str) -> None:
     from infoflow_track.ensemble import PackedEnsemble  # noqa: F401  (packing is the point)
 
-    k = 3
+    k = 2
     packed = _history(plugin, 5, k)
     assert [e.step for e in packed] == list(range(EPOCHS + 1))
     for member in range(k):

@@ -339,7 +339,7 @@ def _replicate_mi(t: torch.Tensor, y: torch.Tensor, code) -> tuple[torch.Tensor,
     (flat (K, N, D), its extremes (low, high) (K,) each) -> (codes 0..n_codes-1, n_codes);
     NaN for a replicate that is not all finite (binned as zeros)."""
     flat, y = replicate_layers(t, y)
-    low, high = _extremes(flat)  # (K,) each; NaN propagates
+    low, high = flat.amin(dim=(1, 2)), flat.amax(dim=(1, 2))  # (K,) each; NaN propagates
     finite = torch.isfinite(low) & torch.isfinite(high)
     if not bool(finite.all()):
         flat = torch.where(finite[:, None, None], flat, 0.0)
@@ -348,15 +348,6 @@ def _replicate_mi(t: torch.Tensor, y: torch.Tensor, code) -> tuple[torch.Tensor,
     h_t, i_ty = replicate_mi_of_codes(codes, y, n_codes)
     nan = torch.tensor(math.nan, dtype=flat.dtype, device=flat.device)
     return tuple(torch.where(finite, v.to(flat.dtype), nan) for v in (h_t, i_ty))
-
-
-def _extremes(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each replicate's (min, max) (K,) of t (K, N, D), in one pass where its memory is one
-    block per replicate (NaN propagates)."""
-    block = t.mT if t.mT.is_contiguous() else t
-    if block.is_contiguous():
-        return torch.aminmax(block.reshape(t.shape[0], -1), dim=1)
-    return t.amin(dim=(1, 2)), t.amax(dim=(1, 2))
 
 
 def mi_per_unit(
