@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from infoflow_track import store_template
 from infoflow_track.errors import UserError
 from infoflow_track.names import (
     ERROR_TAG,
@@ -183,15 +184,19 @@ def ui_command(uri: str, port: int, workers: int = 1) -> list[str]:
 
 def _create_sqlite_store(db: Path) -> None:
     """Create MLflow's schema in a file beside ``db`` and rename it into place (call under
-    :func:`_creation_lock`): a process killed mid-migration leaves no half-made store."""
-    from mlflow.tracking import MlflowClient
-
-    for stale in db.parent.glob(f".{db.name}.creating-*"):  # of killed creators
-        stale.unlink(missing_ok=True)
-    draft = db.with_name(f".{db.name}.creating-{os.getpid()}")
-    client = MlflowClient(tracking_uri=f"sqlite:///{draft}")
-    client.get_experiment_by_name("Default")
-    client._tracking_client.store.engine.dispose()  # MLflow keeps no other handle on it
+    :func:`_creation_lock`): a process killed mid-migration leaves no half-made store. The
+    schema is a copy of :mod:`~infoflow_track.store_template`'s where there is one; a copy
+    that MLflow does not open is discarded with its template, and the store migrated."""
+    draft = store_template.new_draft(db)
+    copied = store_template.copy_to(draft)
+    try:
+        store_template.mlflow_open(draft)
+    except Exception as exc:
+        if not copied or is_disk_full(exc):
+            raise
+        store_template.discard()
+        draft = store_template.new_draft(db)  # removes the copy
+        store_template.mlflow_open(draft)
     os.replace(draft, db)
 
 

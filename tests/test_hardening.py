@@ -106,16 +106,21 @@ def all_runs(uri: str, experiment: str) -> list:
 
 
 def test_sigkill_while_the_store_is_created_leaves_a_store_the_next_command_opens(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from infoflow_track.tracking import Tracker
+    from infoflow_track.store_template import CACHE_ENV, template_path
+    from infoflow_track.tracking import Tracker, half_made_reason
 
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # no template yet: it migrates
     db = tmp_path / "mlruns" / "mlflow.db"
     run_killed(tmp_path, KILL_IN_MIGRATION, "run", "mlp", "--epochs", "1")
+    assert not template_path().exists() and not db.exists()
     tracker = Tracker(f"sqlite:///{db}")  # the next command: no half-made store refuses it
     tracker.start_run("after").end()
     assert [r.info.status for r in all_runs(tracker.uri, "after")] == ["FINISHED"]
-    assert not list(db.parent.glob(".mlflow.db.creating-*"))  # the killed draft is gone
+    for folder in (db.parent, template_path().parent):  # the killed drafts are gone
+        assert not list(folder.glob(".*.creating-*"))
+    assert half_made_reason(template_path()) is None
 
 
 def _half_made_store(tmp_path: Path) -> Path:
