@@ -7,10 +7,13 @@ STAMP := $(VENV)/.installed
 .PHONY: install demo test test-fast test-cluster cluster-deps lint ui clean
 
 # The venv, both distributions (editable) and the dev extras. Re-done when a pyproject changes.
+# Byte-compiled on every core afterwards: pip's own compiling is serial and takes as long as
+# the install. A few third-party files that are not Python 3.11 fail, as they do under pip.
 $(STAMP): pyproject.toml plugins/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./plugins
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]' -e ./plugins
+	-$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib
 	touch $(STAMP)
 
 install: $(STAMP)
