@@ -397,3 +397,18 @@ def test_a_study_can_be_joined_by_name_with_the_spec_recorded_in_its_storage(
     assert joined.n_trials == 3 and joined.settings.epochs == 2 and joined.fixed["widths"] == (8,)
     assert recorded_spec(ref, "joinable", n_trials=5, timeout=None).n_trials == 5
     assert recorded_spec(ref, "other", n_trials=None, timeout=None) is None
+
+
+def test_postgres_sessions_bound_idle_transactions_and_keep_alive_on_both_ends() -> None:
+    from infoflow_track.study.storage import engine_options
+
+    given = engine_options("postgresql://u:pw@db.lab:5432/optuna?options=-c%20search_path%3Dlab")
+    args = given["connect_args"]
+    assert given["pool_pre_ping"] and (args["keepalives"], args["keepalives_idle"]) == (1, 10)
+    server = args["options"].split(" -c ")
+    assert server[0] == "-c search_path=lab"  # the URL's own options come first, kept
+    assert set(server[1:]) == {"idle_in_transaction_session_timeout=60000",
+                               "tcp_keepalives_idle=10", "tcp_keepalives_interval=5",
+                               "tcp_keepalives_count=3"}  # fmt: skip
+    assert engine_options("postgresql://u@h/db")["connect_args"]["options"].startswith("-c idle")
+    assert engine_options(f"sqlite:///{Path('/tmp/x.db')}") == {}

@@ -4,8 +4,9 @@ Held around count-and-ask, it keeps a study's budget exact and recovers each aba
 once. Where the storage is a server database the database holds it, so it spans hosts:
 PostgreSQL's transaction-level advisory lock (released when the transaction ends or the
 server drops the session: a holder whose link is cut is dropped after
-:data:`IDLE_HOLD_S`), MySQL's ``GET_LOCK``. A journal file or a SQLite storage, which only
-one machine can share, is locked by a file beside it (``filelock``).
+:data:`~infoflow_track.study.storage.IDLE_IN_TRANSACTION_S`), MySQL's ``GET_LOCK``. A
+journal file or a SQLite storage, which only one machine can share, is locked by a file
+beside it (``filelock``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,6 @@ from typing import Any
 
 from infoflow_track.study.storage import StorageRef, engine_options
 from infoflow_track.tracking import sqlite_path
-
-#: Seconds a PostgreSQL lock holder may sit idle in its transaction before the server ends
-#: its session (and so frees the lock): far above a count-and-ask, far below a heartbeat's
-#: grace period.
-IDLE_HOLD_S = 60
 
 
 @contextmanager
@@ -62,11 +58,7 @@ def _engine(url: str) -> Any:
     """One engine per database URL and process, for the lock's connections."""
     import sqlalchemy
 
-    options = engine_options(url)
-    if url.startswith("postgresql"):
-        timeout = f"-c idle_in_transaction_session_timeout={IDLE_HOLD_S * 1000}"
-        options["connect_args"] = {**options.get("connect_args", {}), "options": timeout}
-    return sqlalchemy.create_engine(url, **options)
+    return sqlalchemy.create_engine(url, **engine_options(url))
 
 
 @contextmanager

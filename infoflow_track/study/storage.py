@@ -112,15 +112,37 @@ class StorageRef:
             ) from None
 
 
+#: Seconds a PostgreSQL session of ours may sit idle inside a transaction before the server
+#: ends it, rolling it back and freeing its locks (a worker cut off mid-transaction holds the
+#: rows of a trial, or the study lock, until then): far above any of Optuna's transactions or
+#: a count-and-ask.
+IDLE_IN_TRANSACTION_S = 60
+#: TCP keepalives (idle, interval s; probes) on both ends of a PostgreSQL connection, so that
+#: a dead link is noticed in seconds, not the two hours of the operating system's default.
+KEEPALIVE = (10, 5, 3)
+
+
 def engine_options(url: str) -> dict[str, Any]:
-    """SQLAlchemy engine options for a server database: connections checked before use,
-    and (PostgreSQL) TCP keepalives, so that a dead link is noticed in seconds, not hours."""
+    """SQLAlchemy engine options for a server database: connections checked before use;
+    for PostgreSQL, keepalives on the client's and the server's side and a bound on idle
+    transactions (the server's side is set per session, appended to any ``options`` of the
+    URL), so that a host cut off mid-transaction cannot hold rows or locks that other hosts
+    wait on."""
     if sqlite_path(url) is not None:
         return {}
     options: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
-        options["connect_args"] = {"keepalives": 1, "keepalives_idle": 10,
-                                   "keepalives_interval": 5, "keepalives_count": 3}  # fmt: skip
+        from sqlalchemy.engine import make_url
+
+        idle, interval, count = KEEPALIVE
+        server = (f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_S * 1000} "
+                  f"-c tcp_keepalives_idle={idle} -c tcp_keepalives_interval={interval} "
+                  f"-c tcp_keepalives_count={count}")  # fmt: skip
+        given = make_url(url).query.get("options")
+        options["connect_args"] = {
+            "keepalives": 1, "keepalives_idle": idle, "keepalives_interval": interval,
+            "keepalives_count": count, "options": f"{given} {server}" if given else server,
+        }  # fmt: skip
     return options
 
 

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,51 @@ def test_the_advisory_lock_excludes_other_processes_and_spares_other_studies() -
                                     pg.url("optuna"), str(counter)], timeout=60)  # fmt: skip
         assert other.returncode == 0 and int(counter.read_text()) == 160  # "t" did not wait
         assert subprocess.run(psql, capture_output=True, text=True).stdout.strip() == "0"
+    finally:
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+def test_a_session_gone_silent_inside_a_transaction_is_ended_and_frees_its_trial(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a host cut off mid-transaction looks like to the server: a session idle inside
+    its transaction, holding a trial's row. The server ends it after the bound on idle
+    transactions (2 s here), and Optuna's own write of that trial from another session goes
+    on; server-side keepalives are set on every session of ours."""
+    import optuna
+    import sqlalchemy
+    from optuna.trial import TrialState
+
+    from infoflow_track.study import storage
+
+    monkeypatch.setattr(storage, "IDLE_IN_TRANSACTION_S", 2)
+    root = Path(tempfile.mkdtemp(prefix="infoflow-idle-"))
+    pg = Postgres(root, durable=False)
+    try:
+        pg.start(None, ("optuna",))
+        url = pg.url("optuna")
+        study = optuna.create_study(storage=storage.resolve_storage(url, root).open())
+        trial = study.ask()
+        engine = sqlalchemy.create_engine(url, **storage.engine_options(url))
+        with engine.connect() as session:
+            shown = [session.execute(sqlalchemy.text(f"SHOW {name}")).scalar() for name in
+                     ("idle_in_transaction_session_timeout", "tcp_keepalives_idle",
+                      "tcp_keepalives_interval", "tcp_keepalives_count")]  # fmt: skip
+        assert shown == ["2s", "10", "5", "3"]
+        silent = engine.connect()
+        silent.begin()
+        row = "SELECT trial_id FROM trials WHERE trial_id = :id FOR UPDATE"
+        silent.execute(sqlalchemy.text(row), {"id": trial._trial_id})
+        started = time.monotonic()
+        study.tell(trial, 1.0)  # waits on the silent session's row lock until it is ended
+        waited = time.monotonic() - started
+        assert 1.5 < waited < 60, waited
+        assert study.trials[0].state == TrialState.COMPLETE
+        with pytest.raises(sqlalchemy.exc.DBAPIError, match="idle-in-transaction timeout"):
+            silent.execute(sqlalchemy.text("SELECT 1"))  # the server ended that session
+        engine.dispose()
     finally:
         pg.stop()
         shutil.rmtree(root, ignore_errors=True)
