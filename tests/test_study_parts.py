@@ -202,7 +202,28 @@ def test_trial_of_a_dead_local_worker_is_failed_and_requeued(tmp_path: Path) -> 
     assert retry.system_attrs["failed_trial"] == trial.number  # Optuna's retry record
     again = study.ask()  # the retry is taken first, with the same parameters
     assert again.suggest_float("lr", 1e-3, 1e-1, log=True) == frozen.params["lr"]
-    assert release_abandoned(study, storage, None) == []  # the live (asked) trial has no owner yet
+    claim(storage, again._trial_id)
+    assert release_abandoned(study, storage, None) == []  # claimed by this live process
+
+
+def test_a_trial_started_but_never_claimed_is_released_by_the_locks_next_holder(
+    tmp_path: Path,
+) -> None:
+    """A worker asks and claims under the study lock: a RUNNING trial without an owner seen
+    by the lock's next holder was left by a worker that ended in between. It is released at
+    once, not after the grace period of a silent heartbeat."""
+    import optuna
+    from optuna.trial import TrialState
+
+    ref = resolve_storage(None, tmp_path)
+    study = optuna.create_study(study_name="s", storage=ref.open())
+    orphan = study.ask()  # its worker killed before claim
+    orphan.suggest_float("lr", 1e-3, 1e-1, log=True)
+    assert release_abandoned(study, study._storage, None) == [orphan.number]
+    frozen = study.trials[orphan.number]
+    assert frozen.state == TrialState.FAIL and "never claimed" in frozen.user_attrs[ABANDONED_ATTR]
+    (retry,) = study.get_trials(states=(TrialState.WAITING,))
+    assert retry.params == frozen.params
 
 
 def test_remote_trial_is_released_only_after_its_heartbeat_stops(tmp_path: Path) -> None:

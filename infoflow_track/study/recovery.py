@@ -11,6 +11,10 @@ pid and process start time) and a heartbeat every interval in its user attribute
 :func:`release_abandoned` fails a RUNNING trial whose owner is gone (same host: the process
 no longer exists; other host: no heartbeat for the grace period).
 
+On either, a worker starts and claims its trial (Optuna's ``ask``, then :func:`claim`) under
+the study lock, so a RUNNING trial without an owner that the lock's next holder sees was
+left by a worker that ended in between: it is released at once.
+
 Either way the retry carries Optuna's ``failed_trial``/``retry_history`` system attributes,
 and abandoned trials do not count towards the budget. Call :func:`release_abandoned` under
 the study lock, so that each trial is released once.
@@ -123,26 +127,25 @@ def heartbeat(storage: Any, trial_id: int, interval: float) -> Iterator[None]:
 def abandoned_reason(
     trial: Any, now: float, grace_s: float = STALE_AFTER_S, optuna_heartbeat: bool = False
 ) -> str | None:
-    """Why a RUNNING trial is abandoned by its owner, or None if it may still be running.
+    """Why a RUNNING trial is abandoned by its owner, or None if it may still be running
+    (call under the study lock).
 
-    With Optuna's heartbeat, only a trial never claimed (its worker died between Optuna's
-    ``ask`` and :func:`claim`, so it has no heartbeat for Optuna to judge) is judged here,
-    by its start time."""
+    A trial never claimed was left by a worker that ended between Optuna's ``ask`` and
+    :func:`claim`, which it holds the lock across. With Optuna's heartbeat, that is the only
+    case judged here (a claimed trial's heartbeat is Optuna's to judge)."""
     owner = trial.user_attrs.get(OWNER_ATTR)
+    if owner is None:
+        return "never claimed: its worker ended between starting and claiming it"
     if optuna_heartbeat:
-        started = trial.datetime_start.timestamp() if trial.datetime_start else now
-        if owner is None and now - started > grace_s:
-            return "never claimed: its worker ended within a moment of starting it"
         return None
-    alive = owner_alive(owner) if owner else None
+    alive = owner_alive(owner)
     if alive is False:
         return f"its worker process ({owner}) ended without finishing it"
     if alive is None:
-        last = trial.user_attrs.get(HEARTBEAT_ATTR)
-        if last is None and trial.datetime_start is not None:
-            last = trial.datetime_start.timestamp()
-        if last is not None and now - float(last) > grace_s:
-            return f"no heartbeat from its worker ({owner or 'unknown'}) for {now - last:.0f} s"
+        last = trial.user_attrs.get(HEARTBEAT_ATTR)  # claim beats first
+        last = float(last) if last is not None else trial.datetime_start.timestamp()
+        if now - last > grace_s:
+            return f"no heartbeat from its worker ({owner}) for {now - last:.0f} s"
     return None
 
 
