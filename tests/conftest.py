@@ -1,6 +1,5 @@
 """Shared fixtures: a real SQLite MLflow store in a temp dir; no ambient tracking URI or
-plugin selection; the suite's own cache of store templates, not the user's. Test files run
-heaviest first (see :func:`pytest_collection_modifyitems`)."""
+plugin selection; the suite's own cache of store templates, not the user's."""
 
 from __future__ import annotations
 
@@ -34,16 +33,3 @@ def _no_ambient_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     estimators = (ESTIMATORS.autoload_env, ESTIMATORS.explicit_env, ESTIMATORS.disabled_env)
     for variable in (AUTOLOAD_OFF_ENV, EXPLICIT_ENV, DISABLED_ENV, *estimators):
         monkeypatch.setenv(variable, "")  # empty is the default; restored after the test
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Order the test files by their expected cost, most first, each file's tests in their
-    own order: ``make test`` hands whole files to its workers (``--dist loadfile``), and a
-    long file taken last keeps one worker busy while the other idles. Cost: 1 per ``slow``
-    test, 3 more per ``e2e`` one (it starts ``infoflow`` processes)."""
-    cost: dict[Path, int] = {}
-    for item in items:
-        marks = {mark.name for mark in item.iter_markers()}
-        cost[item.path] = cost.get(item.path, 0) + ("slow" in marks) + 3 * ("e2e" in marks)
-    rank = {path: i for i, path in enumerate(sorted(cost, key=lambda path: -cost[path]))}
-    items.sort(key=lambda item: rank[item.path])  # stable: a file's own order is kept
